@@ -1,0 +1,113 @@
+"""Build the lab host image: Debian bookworm with systemd, sshd, python3, libbpf1.
+
+One base image serves every host (each boots a copy-on-write overlay of it).
+It holds no key: the lab's SSH key reaches a host on its kernel command line.
+The image is rebuilt when its recipe (this file, image/rootfs) changes, or when
+its recorded sha256 no longer matches (a corrupted image is never booted).
+"""
+
+import re
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+from .common import (LAB_ROOT, LabError, cache_dir, content_key, elapsed, ensure_apt_packages,
+                     locked, read_json, say, sha256_file, write_json)
+
+SUITE = "bookworm"
+ROOTFS_FILES = LAB_ROOT / "image" / "rootfs"
+IMAGE_SIZE = "1536M"
+PACKAGES = [
+    "systemd-sysv", "udev", "dbus", "openssh-server", "python3", "python3-apt",
+    "libbpf1", "bpftool", "iproute2", "procps", "kmod",
+]
+BUILD_DEPENDENCIES = {"mmdebstrap": "mmdebstrap", "genext2fs": "genext2fs",
+                      "resize2fs": "e2fsprogs"}
+
+
+def recipe_key() -> str:
+    files = sorted(p for p in ROOTFS_FILES.rglob("*") if p.is_file())
+    return content_key(SUITE, IMAGE_SIZE, " ".join(PACKAGES), Path(__file__),
+                       *[str(p.relative_to(ROOTFS_FILES)) for p in files], *files)
+
+
+def base_image() -> Path:
+    """Path of a verified base image, built when missing, outdated or corrupted."""
+    out = cache_dir() / "image" / recipe_key()
+    with locked(cache_dir() / "image" / "build.lock"):
+        meta = read_json(out / "meta.json")
+        if meta is not None:
+            if sha256_file(out / "base.img") == meta["sha256"]:
+                return out / "base.img"
+            say(f"cached host image {out.name} does not match its recorded sha256: rebuilding it")
+            shutil.rmtree(out)
+        _build(out)
+    return out / "base.img"
+
+
+def _build(out: Path) -> None:
+    ensure_apt_packages(BUILD_DEPENDENCIES)
+    start = time.monotonic()
+    work = out.with_name(out.name + ".partial")
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    sources = work / "sources.list"
+    sources.write_text(machine_apt_sources(SUITE))
+    image = work / "base.img"
+    say(f"building the {SUITE} host image with mmdebstrap (log: {work / 'mmdebstrap.log'})")
+    customize = (
+        f'cp -a {ROOTFS_FILES}/. "$1"/ && '
+        'chroot "$1" systemctl enable systemd-networkd lab-ssh-key.service ssh && '
+        # The lab hosts cannot reach a registry: keep apt from trying.
+        'rm -f "$1"/etc/apt/sources.list && : > "$1"/etc/fstab'
+    )
+    command = [
+        "mmdebstrap", "--variant=minbase", "--format=ext2", "--mode=root",
+        f"--include={','.join(PACKAGES)}",
+        "--dpkgopt=path-exclude=/usr/share/doc/*",
+        "--dpkgopt=path-exclude=/usr/share/man/*",
+        "--dpkgopt=path-exclude=/usr/share/locale/*",
+        f"--customize-hook={customize}",
+        SUITE, str(image), str(sources),
+    ]
+    with open(work / "mmdebstrap.log", "w") as log:
+        result = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT)
+    if result.returncode != 0:
+        tail = "".join((work / "mmdebstrap.log").read_text().splitlines(keepends=True)[-20:])
+        raise LabError(f"mmdebstrap failed (log: {work / 'mmdebstrap.log'}):\n{tail}")
+    # Room for the tests' files and journals; the overlays grow, not the base.
+    subprocess.run(["truncate", "-s", IMAGE_SIZE, str(image)], check=True)
+    subprocess.run(["e2fsck", "-fy", str(image)], capture_output=True)
+    subprocess.run(["resize2fs", str(image)], check=True, capture_output=True)
+    write_json(work / "meta.json", {"sha256": sha256_file(image), "suite": SUITE,
+                                    "packages": PACKAGES, "build_seconds": round(time.monotonic() - start)})
+    work.rename(out)
+    say(f"host image built in {elapsed(start)}")
+
+
+def machine_apt_sources(suite: str) -> str:
+    """The machine's own Debian sources for `suite`, as one-line entries, never a hard-coded mirror.
+
+    mmdebstrap pastes them into a one-line-format sources.list, so deb822
+    stanzas of /etc/apt/sources.list.d/*.sources are converted.
+    """
+    entries = []
+    for path in sorted(Path("/etc/apt/sources.list.d").glob("*.sources")):
+        for stanza in re.split(r"\n\s*\n", path.read_text()):
+            fields = dict(re.findall(r"^([A-Za-z-]+):\s*(.*)$", stanza, re.M))
+            if "deb" not in fields.get("Types", "").split():
+                continue
+            options = f"[signed-by={fields['Signed-By']}] " if "Signed-By" in fields else ""
+            for uri in fields.get("URIs", "").split():
+                for name in fields.get("Suites", "").split():
+                    if name.split("-")[0] == suite:
+                        entries.append(f"deb {options}{uri} {name} {fields.get('Components', 'main')}")
+    legacy = Path("/etc/apt/sources.list")
+    if legacy.exists():
+        entries += [line.strip() for line in legacy.read_text().splitlines()
+                    if line.split()[:1] == ["deb"] and re.search(rf"\s{suite}(-\S+)?\s", line)]
+    if not entries:
+        raise LabError(f"no Debian {suite} entry in this machine's apt sources (/etc/apt): "
+                       "the host image is built from them")
+    return "\n".join(entries) + "\n"

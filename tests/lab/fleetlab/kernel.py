@@ -1,0 +1,173 @@
+"""Build the lab kernels from Debian's linux-source-6.12, cached by content.
+
+Two variants come from one source tree: `patched` carries the BPF OOM hook
+(kernel/0001-*.patch), `unpatched` is the same source and config without it,
+the kernel a part of a real fleet still runs. A variant is rebuilt only when
+its key (source version, patch, config, this recipe) changes; the tree is
+kept between builds, so switching variants is an incremental build.
+"""
+
+import os
+import re
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+from .common import (LAB_ROOT, LabError, cache_dir, content_key, elapsed, ensure_apt_packages,
+                     locked, read_json, say, sha256_file, write_json)
+
+SOURCE_PACKAGE = "linux-source-6.12"
+SOURCE_TARBALL = Path("/usr/src/linux-source-6.12.tar.xz")
+KERNEL_DIR = LAB_ROOT / "kernel"
+CONFIG_FRAGMENT = KERNEL_DIR / "lab.config"
+HOOK_PATCH = KERNEL_DIR / "0001-mm-bpf-oom-policy-hooks.patch"
+VARIANTS = {"patched": HOOK_PATCH, "unpatched": None}
+BUILD_DEPENDENCIES = {
+    "make": "make", "gcc": "gcc", "flex": "flex", "bison": "bison", "bc": "bc",
+    "pahole": "dwarves", "patch": "patch", "cpio": "cpio", "xz": "xz-utils",
+    "/usr/include/libelf.h": "libelf-dev", "/usr/include/openssl/ssl.h": "libssl-dev",
+    str(SOURCE_TARBALL): SOURCE_PACKAGE,
+}
+# Every step of a kernel build prints one line such as "  CC      mm/oom_kill.o".
+_STEP = re.compile(r"^  [A-Z][A-Z0-9_]* ")
+
+
+def source_version() -> str:
+    result = subprocess.run(["dpkg-query", "-W", "-f", "${Version}", SOURCE_PACKAGE],
+                            capture_output=True, text=True)
+    return result.stdout.strip() if result.returncode == 0 else "missing"
+
+
+def variant_key(variant: str) -> str:
+    patch = VARIANTS[variant]
+    return content_key(variant, source_version(), CONFIG_FRAGMENT, Path(__file__),
+                       patch if patch else b"no patch")
+
+
+def kernel_image(variant: str = "patched") -> Path:
+    """Path of the variant's bzImage, built (or rebuilt if corrupted) when needed."""
+    if variant not in VARIANTS:
+        raise LabError(f"unknown kernel variant {variant!r}: choose one of {', '.join(VARIANTS)}")
+    ensure_apt_packages({str(SOURCE_TARBALL): SOURCE_PACKAGE})
+    out = cache_dir() / "kernel" / f"{variant}-{variant_key(variant)}"
+    with locked(cache_dir() / "kernel" / "build.lock"):
+        if _cached_ok(out):
+            return out / "bzImage"
+        _build(variant, out)
+    return out / "bzImage"
+
+
+def kernel_release(variant: str) -> str:
+    meta = read_json(cache_dir() / "kernel" / f"{variant}-{variant_key(variant)}" / "meta.json", {})
+    return meta.get("release", "unknown")
+
+
+def _cached_ok(out: Path) -> bool:
+    meta = read_json(out / "meta.json")
+    if meta is None:
+        return False
+    image = out / "bzImage"
+    if image.exists() and sha256_file(image) == meta["sha256"]:
+        return True
+    say(f"cached kernel {out.name} does not match its recorded sha256: rebuilding it")
+    shutil.rmtree(out)
+    return False
+
+
+def _build(variant: str, out: Path) -> None:
+    ensure_apt_packages(BUILD_DEPENDENCIES)
+    start = time.monotonic()
+    tree = _source_tree()
+    _set_patch(tree, VARIANTS[variant])
+    _configure(tree)
+    localversion = "-bpfoom" if VARIANTS[variant] else "-unpatched"
+    log = out.parent / f"build-{variant}.log"
+    say(f"building the {variant} kernel (log: {log})")
+    _make(tree, ["bzImage", f"LOCALVERSION={localversion}"], log)
+    release = subprocess.run(["make", "-s", "ARCH=x86_64", f"LOCALVERSION={localversion}",
+                              "kernelrelease"], cwd=tree, capture_output=True, text=True).stdout.strip()
+    out.mkdir(parents=True)
+    shutil.copy2(tree / "arch/x86/boot/bzImage", out / "bzImage")
+    write_json(out / "meta.json", {
+        "variant": variant, "release": release, "sha256": sha256_file(out / "bzImage"),
+        "build_seconds": round(time.monotonic() - start), "source_version": source_version(),
+    })
+    say(f"{variant} kernel {release} built in {elapsed(start)}")
+
+
+def _source_tree() -> Path:
+    root = cache_dir() / "kernel" / f"src-{source_version()}"
+    tree = root / "linux-source-6.12"
+    if (root / ".unpacked").exists():
+        return tree
+    shutil.rmtree(root, ignore_errors=True)
+    root.mkdir(parents=True)
+    say(f"unpacking {SOURCE_TARBALL}")
+    subprocess.run(["tar", "-xf", str(SOURCE_TARBALL), "-C", str(root)], check=True)
+    (root / ".unpacked").touch()
+    return tree
+
+
+def _set_patch(tree: Path, wanted) -> None:
+    """Bring the tree to exactly the wanted patch (or none), reverting the one applied."""
+    applied_file = tree / ".bpfoom-applied.patch"
+    applied = applied_file.read_bytes() if applied_file.exists() else None
+    wanted_bytes = wanted.read_bytes() if wanted else None
+    if applied == wanted_bytes:
+        return
+    if applied is not None:
+        _patch(tree, applied, reverse=True)
+        applied_file.unlink()
+    if wanted_bytes is not None:
+        _patch(tree, wanted_bytes, reverse=False)
+        applied_file.write_bytes(wanted_bytes)
+
+
+def _patch(tree: Path, patch: bytes, reverse: bool) -> None:
+    args = ["patch", "-p1", "--batch", "--forward"] + (["--reverse"] if reverse else [])
+    result = subprocess.run(args, cwd=tree, input=patch, capture_output=True)
+    if result.returncode != 0:
+        raise LabError(f"{'reverting' if reverse else 'applying'} the hook patch failed in {tree}:\n"
+                       f"{result.stdout.decode()[-2000:]}\nremove {tree.parent} to start from a clean tree")
+
+
+def _configure(tree: Path) -> None:
+    env = dict(os.environ, KCONFIG_ALLCONFIG=str(CONFIG_FRAGMENT))
+    result = subprocess.run(["make", "ARCH=x86_64", "allnoconfig"], cwd=tree, env=env,
+                            capture_output=True, text=True)
+    if result.returncode != 0:
+        raise LabError(f"kernel configuration failed:\n{result.stderr[-2000:]}")
+    # Kconfig silently drops an option whose dependencies are not met: refuse that.
+    config = (tree / ".config").read_text()
+    wanted = [line for line in CONFIG_FRAGMENT.read_text().splitlines() if line.startswith("CONFIG_")]
+    dropped = [line for line in wanted if line not in config.splitlines()]
+    if dropped:
+        raise LabError(f"{CONFIG_FRAGMENT.name}: Kconfig did not keep {', '.join(dropped)} "
+                       "(a dependency is missing from the fragment)")
+
+
+def _make(tree: Path, targets: list, log: Path) -> None:
+    """Run make, showing progress against the step count of the last full build."""
+    estimate_file = cache_dir() / "kernel" / "steps.json"
+    estimate = (read_json(estimate_file) or {}).get("steps")
+    jobs = str((os.cpu_count() or 1) + 1)
+    start = last_report = time.monotonic()
+    steps = 0
+    with open(log, "w") as log_handle:
+        proc = subprocess.Popen(["make", "ARCH=x86_64", f"-j{jobs}", *targets], cwd=tree,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for line in proc.stdout:
+            log_handle.write(line)
+            if _STEP.match(line):
+                steps += 1
+            if time.monotonic() - last_report >= 20:
+                last_report = time.monotonic()
+                share = f" of ~{estimate} ({min(99, 100 * steps // estimate)}%)" if estimate else ""
+                say(f"  kernel build: {steps} steps{share}, {elapsed(start)}")
+        proc.wait()
+    if proc.returncode != 0:
+        tail = "".join(log.read_text().splitlines(keepends=True)[-30:])
+        raise LabError(f"kernel build failed (full log: {log}):\n{tail}")
+    if estimate is None or steps > estimate:
+        write_json(estimate_file, {"steps": steps})
