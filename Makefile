@@ -13,7 +13,7 @@ export BPFOOM_LAB_CACHE := $(CACHE)
 LABCTL := tests/lab/labctl
 BUILD := $(CURDIR)/build
 TEST_LAB := $(BUILD)/test-lab
-COLLECTION_TREE := $(BUILD)/ansible_collections/bpfoom/fleet
+COLLECTION_TREE := $(CACHE)/collection-tree/ansible_collections/bpfoom/fleet
 
 .PHONY: help test unit sanity lint lab demo deps venv collection-tree clean
 
@@ -40,7 +40,7 @@ unit: venv
 
 # ansible-test wants the collection under ansible_collections/NAMESPACE/NAME.
 collection-tree:
-	rm -rf $(BUILD)/ansible_collections && mkdir -p $(COLLECTION_TREE)
+	rm -rf $(COLLECTION_TREE) && mkdir -p $(COLLECTION_TREE)
 	git ls-files -co --exclude-standard | while read -r f; do [ -e "$$f" ] && echo "$$f"; done \
 		| tar -cf - -T - | tar -xf - -C $(COLLECTION_TREE)
 

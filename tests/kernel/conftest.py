@@ -120,4 +120,3 @@ def policy(tmp_path):
     def make(name, **kwargs):
         return build_policy(tmp_path, name, **kwargs)
     return make
-

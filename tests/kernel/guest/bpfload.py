@@ -1,4 +1,3 @@
-#!/usr/bin/python3
 """Test-side loader run on lab hosts: libbpf1 through ctypes, nothing else.
 
   bpfload.py attach OBJECT PINDIR   load OBJECT, attach every program, pin the links

@@ -1,4 +1,3 @@
-#!/usr/bin/python3
 """Provoke one memcg OOM on a lab host and report what the kernel did, as JSON.
 
   oom_scenario.py MEMHOG LIMIT_MIB TIMEOUT_S NAME=MIB [NAME=MIB ...]
@@ -24,7 +23,7 @@ CGROUP_ROOT = "/sys/fs/cgroup"
 
 def kernel_log_since(marker):
     """Kernel log lines after `marker`; all of them if a flood of reports pushed it out."""
-    lines = subprocess.run(["dmesg", "--notime"], capture_output=True, text=True).stdout.splitlines()
+    lines = subprocess.run(["dmesg", "--notime"], capture_output=True, text=True, check=False).stdout.splitlines()
     for index in range(len(lines) - 1, -1, -1):
         if marker in lines[index]:
             return lines[index + 1:]
@@ -69,7 +68,7 @@ def run(memhog, limit_mib, timeout, hogs):
             if process.poll() is None:
                 process.kill()
             process.wait()
-        for _ in range(100):
+        for _attempt in range(100):
             try:
                 os.rmdir(cgroup)
                 break

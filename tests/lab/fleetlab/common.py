@@ -4,6 +4,7 @@ import fcntl
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -77,6 +78,22 @@ def locked(path: Path):
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def cached_artifact_ok(entry: Path, artifact: str) -> bool:
+    """True if the cache entry holds `artifact` with the sha256 recorded at build time.
+
+    An entry whose artifact no longer matches (corrupted, truncated) is removed,
+    so the caller rebuilds it instead of booting it.
+    """
+    meta = read_json(entry / "meta.json")
+    if meta is None:
+        return False
+    if (entry / artifact).exists() and sha256_file(entry / artifact) == meta["sha256"]:
+        return True
+    say(f"cached {entry / artifact} does not match its recorded sha256: rebuilding it")
+    shutil.rmtree(entry)
+    return False
+
+
 def read_json(path: Path, default=None):
     try:
         return json.loads(path.read_text())
@@ -101,11 +118,11 @@ def ensure_apt_packages(packages: dict) -> None:
     say(f"installing {' '.join(missing)}")
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
     result = subprocess.run(["apt-get", "install", "-y", "-q", *missing], env=env,
-                            capture_output=True, text=True)
+                            capture_output=True, text=True, check=False)
     if result.returncode != 0:
-        subprocess.run(["apt-get", "update", "-q"], env=env, capture_output=True)
+        subprocess.run(["apt-get", "update", "-q"], env=env, capture_output=True, check=False)
         result = subprocess.run(["apt-get", "install", "-y", "-q", *missing], env=env,
-                                capture_output=True, text=True)
+                                capture_output=True, text=True, check=False)
     if result.returncode != 0:
         raise LabError(f"apt-get install {' '.join(missing)} failed:\n{result.stderr[-2000:]}")
 

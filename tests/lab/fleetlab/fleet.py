@@ -62,7 +62,7 @@ def ssh_command(host: dict, *remote: str, connect_timeout: int = 5) -> list:
 def run_on(host: dict, command: str, timeout: int = 120, check: bool = True) -> subprocess.CompletedProcess:
     """Run a shell command on a host; a failure names the host and shows its stderr."""
     result = subprocess.run(ssh_command(host, command), capture_output=True, text=True,
-                            stdin=subprocess.DEVNULL, timeout=timeout)
+                            stdin=subprocess.DEVNULL, timeout=timeout, check=False)
     if check and result.returncode != 0:
         raise LabError(f"{host['name']}: `{command}` exited {result.returncode}: {result.stderr.strip()}")
     return result
@@ -90,7 +90,7 @@ def parse_group_specs(specs: list) -> list:
         if count < 1:
             raise LabError(f"bad --group {spec!r}: a group needs at least one host")
         plans.append((match["group"], count, kernel))
-    groups = [group for group, _, _ in plans]
+    groups = [plan[0] for plan in plans]
     if len(set(groups)) != len(groups):
         raise LabError(f"a group is named twice in --group {' '.join(specs)}")
     return plans
@@ -143,10 +143,10 @@ def up(group_specs: list, memory_mib: int = 768, cpus: int = 1, base_port=None,
     if shutil.which(QEMU) is None:
         raise LabError(f"{QEMU} not found: install it with `apt-get install qemu-system-x86 qemu-utils`")
     plans = parse_group_specs(group_specs)
-    count = sum(n for _, n, _ in plans)
+    count = sum(plan[1] for plan in plans)
     check_capacity(count, memory_mib)
     ports = iter(assign_ports(count, base_port))
-    images = {kernel: kernel_image(kernel) for kernel in {k for _, _, k in plans}}
+    images = {kernel: kernel_image(kernel) for kernel in {plan[2] for plan in plans}}
     base = base_image()
     hosts = {}
     for group, n, kernel in plans:
@@ -204,7 +204,7 @@ def _start_qemu(host: dict) -> None:
         "-serial", f"file:{directory / 'serial.log'}",
         "-pidfile", str(directory / "qemu.pid"), "-daemonize",
     ]
-    result = subprocess.run(command, capture_output=True, text=True)
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
     if result.returncode != 0:
         raise LabError(f"{host['name']}: qemu did not start: {result.stderr.strip()}")
     host["started"] = time.time()
@@ -223,7 +223,7 @@ def _qemu_pid(host: dict):
 
 def ssh_ready(host: dict) -> bool:
     return subprocess.run(ssh_command(host, "true", connect_timeout=3), capture_output=True,
-                          stdin=subprocess.DEVNULL, timeout=30).returncode == 0
+                          stdin=subprocess.DEVNULL, timeout=30, check=False).returncode == 0
 
 
 def _wait_for_ssh(hosts: list, timeout: int) -> None:
@@ -258,7 +258,7 @@ def _stop_qemu(host: dict) -> None:
     if pid is None:
         return
     os.kill(pid, signal.SIGTERM)
-    for _ in range(50):
+    for _attempt in range(50):
         if _qemu_pid(host) is None:
             return
         time.sleep(0.1)
@@ -286,7 +286,7 @@ def get_host(name: str) -> dict:
 
 def boot_id(host: dict) -> str:
     result = subprocess.run(ssh_command(host, "cat", "/proc/sys/kernel/random/boot_id"),
-                            capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=60)
+                            capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=60, check=False)
     return result.stdout.strip()
 
 
@@ -301,7 +301,7 @@ def reboot(name: str, hard: bool = False, timeout: int = 240) -> None:
     else:
         before = boot_id(host)
         subprocess.run(ssh_command(host, "systemctl", "reboot"), capture_output=True,
-                       stdin=subprocess.DEVNULL, timeout=60)
+                       stdin=subprocess.DEVNULL, timeout=60, check=False)
         while True:
             if time.monotonic() - start > timeout:
                 raise LabError(f"{name}: not back after {timeout} s; serial log: {_serial_tail(host)}")

@@ -12,8 +12,8 @@ import subprocess
 import time
 from pathlib import Path
 
-from .common import (LAB_ROOT, LabError, cache_dir, content_key, elapsed, ensure_apt_packages,
-                     locked, read_json, say, sha256_file, write_json)
+from .common import (LAB_ROOT, LabError, cache_dir, cached_artifact_ok, content_key, elapsed, ensure_apt_packages,
+                     locked, say, sha256_file, write_json)
 
 SUITE = "bookworm"
 ROOTFS_FILES = LAB_ROOT / "image" / "rootfs"
@@ -36,13 +36,8 @@ def base_image() -> Path:
     """Path of a verified base image, built when missing, outdated or corrupted."""
     out = cache_dir() / "image" / recipe_key()
     with locked(cache_dir() / "image" / "build.lock"):
-        meta = read_json(out / "meta.json")
-        if meta is not None:
-            if sha256_file(out / "base.img") == meta["sha256"]:
-                return out / "base.img"
-            say(f"cached host image {out.name} does not match its recorded sha256: rebuilding it")
-            shutil.rmtree(out)
-        _build(out)
+        if not cached_artifact_ok(out, "base.img"):
+            _build(out)
     return out / "base.img"
 
 
@@ -72,13 +67,13 @@ def _build(out: Path) -> None:
         SUITE, str(image), str(sources),
     ]
     with open(work / "mmdebstrap.log", "w") as log:
-        result = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT)
+        result = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, check=False)
     if result.returncode != 0:
         tail = "".join((work / "mmdebstrap.log").read_text().splitlines(keepends=True)[-20:])
         raise LabError(f"mmdebstrap failed (log: {work / 'mmdebstrap.log'}):\n{tail}")
     # Room for the tests' files and journals; the overlays grow, not the base.
     subprocess.run(["truncate", "-s", IMAGE_SIZE, str(image)], check=True)
-    subprocess.run(["e2fsck", "-fy", str(image)], capture_output=True)
+    subprocess.run(["e2fsck", "-fy", str(image)], capture_output=True, check=False)
     subprocess.run(["resize2fs", str(image)], check=True, capture_output=True)
     write_json(work / "meta.json", {"sha256": sha256_file(image), "suite": SUITE,
                                     "packages": PACKAGES, "build_seconds": round(time.monotonic() - start)})

@@ -14,7 +14,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from .common import (LAB_ROOT, LabError, cache_dir, content_key, elapsed, ensure_apt_packages,
+from .common import (LAB_ROOT, LabError, cache_dir, cached_artifact_ok, content_key, elapsed, ensure_apt_packages,
                      locked, read_json, say, sha256_file, write_json)
 
 SOURCE_PACKAGE = "linux-source-6.12"
@@ -35,7 +35,7 @@ _STEP = re.compile(r"^  [A-Z][A-Z0-9_]* ")
 
 def source_version() -> str:
     result = subprocess.run(["dpkg-query", "-W", "-f", "${Version}", SOURCE_PACKAGE],
-                            capture_output=True, text=True)
+                            capture_output=True, text=True, check=False)
     return result.stdout.strip() if result.returncode == 0 else "missing"
 
 
@@ -52,7 +52,7 @@ def kernel_image(variant: str = "patched") -> Path:
     ensure_apt_packages({str(SOURCE_TARBALL): SOURCE_PACKAGE})
     out = cache_dir() / "kernel" / f"{variant}-{variant_key(variant)}"
     with locked(cache_dir() / "kernel" / "build.lock"):
-        if _cached_ok(out):
+        if cached_artifact_ok(out, "bzImage"):
             return out / "bzImage"
         _build(variant, out)
     return out / "bzImage"
@@ -61,18 +61,6 @@ def kernel_image(variant: str = "patched") -> Path:
 def kernel_release(variant: str) -> str:
     meta = read_json(cache_dir() / "kernel" / f"{variant}-{variant_key(variant)}" / "meta.json", {})
     return meta.get("release", "unknown")
-
-
-def _cached_ok(out: Path) -> bool:
-    meta = read_json(out / "meta.json")
-    if meta is None:
-        return False
-    image = out / "bzImage"
-    if image.exists() and sha256_file(image) == meta["sha256"]:
-        return True
-    say(f"cached kernel {out.name} does not match its recorded sha256: rebuilding it")
-    shutil.rmtree(out)
-    return False
 
 
 def _build(variant: str, out: Path) -> None:
@@ -86,7 +74,7 @@ def _build(variant: str, out: Path) -> None:
     say(f"building the {variant} kernel (log: {log})")
     _make(tree, ["bzImage", f"LOCALVERSION={localversion}"], log)
     release = subprocess.run(["make", "-s", "ARCH=x86_64", f"LOCALVERSION={localversion}",
-                              "kernelrelease"], cwd=tree, capture_output=True, text=True).stdout.strip()
+                              "kernelrelease"], cwd=tree, capture_output=True, text=True, check=False).stdout.strip()
     out.mkdir(parents=True)
     shutil.copy2(tree / "arch/x86/boot/bzImage", out / "bzImage")
     write_json(out / "meta.json", {
@@ -126,7 +114,7 @@ def _set_patch(tree: Path, wanted) -> None:
 
 def _patch(tree: Path, patch: bytes, reverse: bool) -> None:
     args = ["patch", "-p1", "--batch", "--forward"] + (["--reverse"] if reverse else [])
-    result = subprocess.run(args, cwd=tree, input=patch, capture_output=True)
+    result = subprocess.run(args, cwd=tree, input=patch, capture_output=True, check=False)
     if result.returncode != 0:
         raise LabError(f"{'reverting' if reverse else 'applying'} the hook patch failed in {tree}:\n"
                        f"{result.stdout.decode()[-2000:]}\nremove {tree.parent} to start from a clean tree")
@@ -135,7 +123,7 @@ def _patch(tree: Path, patch: bytes, reverse: bool) -> None:
 def _configure(tree: Path) -> None:
     env = dict(os.environ, KCONFIG_ALLCONFIG=str(CONFIG_FRAGMENT))
     result = subprocess.run(["make", "ARCH=x86_64", "allnoconfig"], cwd=tree, env=env,
-                            capture_output=True, text=True)
+                            capture_output=True, text=True, check=False)
     if result.returncode != 0:
         raise LabError(f"kernel configuration failed:\n{result.stderr[-2000:]}")
     # Kconfig silently drops an option whose dependencies are not met: refuse that.

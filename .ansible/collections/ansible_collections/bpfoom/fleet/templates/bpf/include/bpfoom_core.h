@@ -1,0 +1,88 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * The kernel types BPF OOM policies read, as CO-RE declarations.
+ *
+ * Only the fields the policies use are declared; preserve_access_index makes
+ * clang record each access as a relocation that libbpf resolves against the
+ * running kernel's BTF at load time, so one object runs on every kernel that
+ * carries the hook, whatever its struct layouts. No generated vmlinux.h.
+ */
+#ifndef BPFOOM_CORE_H
+#define BPFOOM_CORE_H
+
+typedef unsigned char __u8;
+typedef unsigned short __u16;
+typedef unsigned int __u32;
+typedef unsigned long long __u64;
+typedef signed char __s8;
+typedef short __s16;
+typedef int __s32;
+typedef long long __s64;
+typedef unsigned long size_t;
+typedef _Bool bool;
+#define true 1
+#define false 0
+
+/* libbpf's bpf_helper_defs.h names these in prototypes we never call. */
+typedef __u16 __be16;
+typedef __u32 __be32;
+typedef __u32 __wsum;
+
+#define BPFOOM_COMM_LEN 16
+#define BPFOOM_POLICY_NAME_LEN 16      /* POLICY_NAME_LEN, NUL included */
+
+/* Return values of bpf_oom_evaluate_task() (the seed document spells the last BPF_EAVL_SELECT). */
+enum bpfoom_verdict {
+	NO_BPF_POLICY = 0,      /* let the kernel compare oom_badness() with oc->chosen_points */
+	BPF_EVAL_ABORT = 1,     /* abort the scan: no victim this round */
+	BPF_EVAL_NEXT = 2,      /* skip this task */
+	BPF_EVAL_SELECT = 3,    /* this task becomes oc->chosen */
+};
+
+struct kernfs_node {
+	__u64 id;
+} __attribute__((preserve_access_index));
+
+struct cgroup {
+	struct kernfs_node *kn;
+} __attribute__((preserve_access_index));
+
+struct css_set {
+	struct cgroup *dfl_cgrp;
+} __attribute__((preserve_access_index));
+
+struct kuid {
+	__u32 val;
+} __attribute__((preserve_access_index));
+
+struct cred {
+	struct kuid uid;
+} __attribute__((preserve_access_index));
+
+struct mm_struct {
+	unsigned long total_vm;
+} __attribute__((preserve_access_index));
+
+struct task_struct {
+	int pid;
+	int tgid;
+	char comm[BPFOOM_COMM_LEN];
+	unsigned long long start_time;
+	struct mm_struct *mm;
+	const struct cred *cred;
+	struct css_set *cgroups;
+} __attribute__((preserve_access_index));
+
+struct mem_cgroup;
+
+struct oom_control {
+	struct mem_cgroup *memcg;
+	unsigned long totalpages;
+	struct task_struct *chosen;
+	long chosen_points;
+} __attribute__((preserve_access_index));
+
+/* The kfunc of the hook series: names the policy in the kernel's OOM report. */
+extern void set_oom_policy_name(struct oom_control *oc, const char *name, size_t name__sz) __attribute__((section(".ksyms")));
+
+#endif /* BPFOOM_CORE_H */

@@ -1,0 +1,122 @@
+"""Fixtures of the kernel acceptance tests: a booted lab fleet and helpers to drive it.
+
+The fleet (two hosts with the hook, one without) lives in its own lab
+directory, so it never touches a fleet a developer has up, and it is stopped
+(qemu processes and overlays) when the session ends, whatever the outcome.
+"""
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from fleetlab import common, fleet
+
+HERE = Path(__file__).resolve().parent
+GUEST_DIR = "/root/bpfoom-test"
+PIN_ROOT = "/sys/fs/bpf/bpfoom-test"
+CORE_INCLUDE = common.REPO_ROOT / "templates" / "bpf" / "include"
+FLEET = ["hook=2", "nohook=1:unpatched"]
+
+
+@pytest.fixture(scope="session")
+def lab(tmp_path_factory):
+    os.environ["BPFOOM_LAB_DIR"] = os.environ.get("BPFOOM_TEST_LAB_DIR") or str(tmp_path_factory.mktemp("lab"))
+    try:
+        fleet.up(FLEET, memory_mib=768)
+        yield fleet.load_fleet()["hosts"]
+    finally:
+        fleet.down()
+
+
+@pytest.fixture(scope="session")
+def memhog(tmp_path_factory):
+    binary = tmp_path_factory.mktemp("memhog") / "memhog"
+    subprocess.run(["gcc", "-O2", "-static", "-o", str(binary), str(HERE / "memhog.c")], check=True)
+    return binary
+
+
+def _prepare(host, memhog):
+    fleet.run_on(host, f"mkdir -p {GUEST_DIR}")
+    for path in (memhog, HERE / "guest" / "bpfload.py", HERE / "guest" / "oom_scenario.py"):
+        fleet.copy_to(host, path, f"{GUEST_DIR}/{path.name}")
+    return LabHost(host)
+
+
+@pytest.fixture(scope="session")
+def _patched(lab, memhog):
+    return _prepare(lab["hook1"], memhog)
+
+
+@pytest.fixture(scope="session")
+def _unpatched(lab, memhog):
+    return _prepare(lab["nohook1"], memhog)
+
+
+@pytest.fixture
+def patched_host(_patched):
+    """hook1, with no test policy attached before or after the test."""
+    _patched.detach_all()
+    yield _patched
+    _patched.detach_all()
+
+
+@pytest.fixture
+def unpatched_host(_unpatched):
+    yield _unpatched
+    _unpatched.detach_all()
+
+
+class LabHost:
+    """One lab host as the kernel tests use it."""
+
+    def __init__(self, host):
+        self.host = host
+        self.name = host["name"]
+
+    def run(self, command, check=True, timeout=120):
+        return fleet.run_on(self.host, command, timeout=timeout, check=check)
+
+    def attach(self, policy: Path, pin_name: str, check=True):
+        remote = f"{GUEST_DIR}/{policy.name}"
+        fleet.copy_to(self.host, policy, remote)
+        return self.run(f"python3 {GUEST_DIR}/bpfload.py attach {remote} {PIN_ROOT}/{pin_name}", check=check)
+
+    def detach(self, pin_name: str):
+        self.run(f"rm -rf {PIN_ROOT}/{pin_name}")
+
+    def detach_all(self):
+        self.run(f"rm -rf {PIN_ROOT}")
+
+    def links(self):
+        """Tracing links as bpftool sees them, with the attach target resolved."""
+        return json.loads(self.run("bpftool -j link show").stdout or "[]")
+
+    def oom(self, limit_mib, hogs, timeout=20):
+        """Run one memcg OOM scenario (see guest/oom_scenario.py) and return its outcome."""
+        specs = " ".join(f"{name}={mib}" for name, mib in hogs)
+        result = self.run(f"python3 {GUEST_DIR}/oom_scenario.py {GUEST_DIR}/memhog {limit_mib} "
+                          f"{timeout} {specs}", timeout=timeout + 120)
+        return json.loads(result.stdout)
+
+
+def build_policy(out_dir: Path, name: str, target: str = "none", on_target: str = "NO_BPF_POLICY",
+                 on_other: str = "NO_BPF_POLICY") -> Path:
+    """Compile tests/kernel/bpf/verdict.bpf.c into one test policy (CO-RE, clang -target bpf)."""
+    out = out_dir / f"{name}.bpf.o"
+    defines = {"POLICY_NAME": f'"{name}"', "TARGET_COMM": f'"{target}"',
+               "ON_TARGET": on_target, "ON_OTHER": on_other}
+    command = ["clang", "-O2", "-g", "-target", "bpf", "-D__TARGET_ARCH_x86", f"-I{CORE_INCLUDE}",
+               *[f"-D{key}={value}" for key, value in defines.items()],
+               "-c", str(HERE / "bpf" / "verdict.bpf.c"), "-o", str(out)]
+    subprocess.run(command, check=True, capture_output=True)
+    return out
+
+
+@pytest.fixture
+def policy(tmp_path):
+    def make(name, **kwargs):
+        return build_policy(tmp_path, name, **kwargs)
+    return make

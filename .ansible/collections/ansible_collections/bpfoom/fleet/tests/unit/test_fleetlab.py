@@ -1,0 +1,118 @@
+"""Unit tests of the lab tools' logic (no qemu, no kernel: the lab tier covers those)."""
+
+import socket
+from pathlib import Path
+
+import pytest
+
+from fleetlab import common, fleet, image, kernel
+from fleetlab.common import LabError
+
+
+@pytest.fixture(autouse=True)
+def isolated_dirs(tmp_path, monkeypatch):
+    monkeypatch.setenv("BPFOOM_LAB_DIR", str(tmp_path / "lab"))
+    monkeypatch.setenv("BPFOOM_LAB_CACHE", str(tmp_path / "cache"))
+
+
+@pytest.mark.parametrize("specs, expected", [
+    (["lab=1"], [("lab", 1, "patched")]),
+    (["web=2", "legacy=1:unpatched"], [("web", 2, "patched"), ("legacy", 1, "unpatched")]),
+])
+def test_group_specs(specs, expected):
+    assert fleet.parse_group_specs(specs) == expected
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("web", "GROUP=COUNT"),
+    ("Web=1", "GROUP=COUNT"),
+    ("web=0", "at least one host"),
+    ("web=1:vanilla", "kernel 'vanilla'"),
+    ("web=-1", "GROUP=COUNT"),
+])
+def test_bad_group_specs_are_refused(spec, message):
+    with pytest.raises(LabError, match=message):
+        fleet.parse_group_specs([spec])
+
+
+def test_a_group_named_twice_is_refused():
+    with pytest.raises(LabError, match="named twice"):
+        fleet.parse_group_specs(["web=1", "web=2"])
+
+
+def test_capacity_refuses_more_than_the_machine_holds():
+    with pytest.raises(LabError, match="ask for fewer hosts or less --memory"):
+        fleet.check_capacity(10_000, 4096)
+    fleet.check_capacity(1, 256)
+
+
+def test_explicit_base_port_in_use_is_refused():
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        port = holder.getsockname()[1]
+        with pytest.raises(LabError, match=f"port {port} on 127.0.0.1 is already in use"):
+            fleet.assign_ports(1, port)
+
+
+def test_automatic_ports_skip_busy_ones(monkeypatch):
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        busy = holder.getsockname()[1]
+        monkeypatch.setattr(fleet, "DEFAULT_BASE_PORT", busy)
+        ports = fleet.assign_ports(2, None)
+    assert busy not in ports and ports == sorted(set(ports)) and ports[0] > busy
+
+
+def test_unknown_host_names_the_known_ones():
+    with pytest.raises(LabError, match="unknown lab host 'nope'.*none"):
+        fleet.get_host("nope")
+
+
+def test_up_without_qemu_fails_before_starting_anything(monkeypatch):
+    monkeypatch.setenv("PATH", "/nonexistent")
+    with pytest.raises(LabError, match="qemu-system-x86_64 not found: install it"):
+        fleet.up(["lab=1"])
+    assert fleet.load_fleet() == {"hosts": {}}
+
+
+def test_inventory_has_groups_and_kernels():
+    hosts = {
+        "web1": {"name": "web1", "group": "web", "kernel": "patched", "port": 2222, "release": "6.12-bpfoom"},
+        "old1": {"name": "old1", "group": "old", "kernel": "unpatched", "port": 2223, "release": "6.12-unpatched"},
+    }
+    fleet.write_inventory({"hosts": hosts})
+    text = fleet.inventory_path().read_text()
+    for expected in ("    web:", "    old:", "    kernel_patched:", "    kernel_unpatched:",
+                     "ansible_port: 2223", "lab_kernel: unpatched", "lab_kernel_release: 6.12-bpfoom"):
+        assert expected in text
+
+
+def test_apt_sources_come_from_the_machine(tmp_path, monkeypatch):
+    sources = image.machine_apt_sources("bookworm")
+    assert sources.startswith("deb ")
+    assert all(" bookworm" in line for line in sources.splitlines())
+
+
+def test_content_key_changes_with_content(tmp_path):
+    one = tmp_path / "a"
+    one.write_text("x")
+    key = common.content_key("v", one)
+    one.write_text("y")
+    assert common.content_key("v", one) != key
+    assert common.content_key("v", "y") == common.content_key("v", Path(one))
+
+
+def test_kernel_keys_differ_per_variant():
+    assert kernel.variant_key("patched") != kernel.variant_key("unpatched")
+
+
+def test_unknown_kernel_variant_is_refused():
+    with pytest.raises(LabError, match="unknown kernel variant 'vanilla'"):
+        kernel.kernel_image("vanilla")
+
+
+def test_hook_patch_names_the_three_interfaces():
+    patch = kernel.HOOK_PATCH.read_text()
+    for symbol in ("bpf_oom_evaluate_task", "bpf_set_policy_name", "set_oom_policy_name",
+                   "select_bad_process_end", "policy_name=%s"):
+        assert symbol in patch
