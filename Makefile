@@ -29,7 +29,8 @@ deps:
 
 venv: $(VENV)/.installed
 
-$(VENV)/.installed: requirements-dev.txt
+# The directory name carries the hash of requirements-dev.txt: no file-date check.
+$(VENV)/.installed:
 	@echo "[make] virtual environment $(VENV)"
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install -q --disable-pip-version-check -r requirements-dev.txt

@@ -90,9 +90,9 @@ class LabHost:
     def detach_all(self):
         self.run(f"rm -rf {PIN_ROOT}")
 
-    def links(self):
-        """Tracing links as bpftool sees them, with the attach target resolved."""
-        return json.loads(self.run("bpftool -j link show").stdout or "[]")
+    def pinned_links(self, pin_name: str):
+        """The links pinned under pin_name, read back from the kernel (link info)."""
+        return json.loads(self.run(f"python3 {GUEST_DIR}/bpfload.py links {PIN_ROOT}/{pin_name}").stdout)
 
     def oom(self, limit_mib, hogs, timeout=20):
         """Run one memcg OOM scenario (see guest/oom_scenario.py) and return its outcome."""

@@ -116,3 +116,30 @@ def test_hook_patch_names_the_three_interfaces():
     for symbol in ("bpf_oom_evaluate_task", "bpf_set_policy_name", "set_oom_policy_name",
                    "select_bad_process_end", "policy_name=%s"):
         assert symbol in patch
+
+
+def test_up_with_a_busy_port_starts_nothing(tmp_path):
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        port = holder.getsockname()[1]
+        with pytest.raises(LabError, match="already in use"):
+            fleet.up(["lab=1"], base_port=port)
+    assert fleet.load_fleet() == {"hosts": {}}
+    assert not (common.lab_dir() / "hosts").exists()
+
+
+def test_up_beyond_capacity_starts_nothing():
+    with pytest.raises(LabError, match="ask for fewer hosts"):
+        fleet.up(["big=64"], memory_mib=8192)
+    assert fleet.load_fleet() == {"hosts": {}}
+
+
+def test_cached_artifact_with_a_wrong_sha256_is_dropped(tmp_path):
+    entry = tmp_path / "entry"
+    entry.mkdir()
+    (entry / "thing").write_bytes(b"good")
+    common.write_json(entry / "meta.json", {"sha256": common.sha256_file(entry / "thing")})
+    assert common.cached_artifact_ok(entry, "thing")
+    (entry / "thing").write_bytes(b"evil")
+    assert not common.cached_artifact_ok(entry, "thing")
+    assert not entry.exists()

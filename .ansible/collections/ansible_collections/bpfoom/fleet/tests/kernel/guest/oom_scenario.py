@@ -2,7 +2,7 @@
 
   oom_scenario.py MEMHOG LIMIT_MIB TIMEOUT_S NAME=MIB [NAME=MIB ...]
 
-In a fresh cgroup v2 child with memory.max=LIMIT_MIB (and no swap), starts one
+Clears the kernel log first (lab hosts only). In a fresh cgroup v2 child with memory.max=LIMIT_MIB (and no swap), starts one
 memhog per NAME=MIB, in order, each waiting for the previous to hold its
 memory; the last one pushes the cgroup over its limit. Then waits until a hog
 is killed and the rest is settled, or TIMEOUT_S passes (an ABORT or
@@ -21,13 +21,8 @@ import time
 CGROUP_ROOT = "/sys/fs/cgroup"
 
 
-def kernel_log_since(marker):
-    """Kernel log lines after `marker`; all of them if a flood of reports pushed it out."""
-    lines = subprocess.run(["dmesg", "--notime"], capture_output=True, text=True, check=False).stdout.splitlines()
-    for index in range(len(lines) - 1, -1, -1):
-        if marker in lines[index]:
-            return lines[index + 1:]
-    return lines
+def kernel_log():
+    return subprocess.run(["dmesg", "--notime"], capture_output=True, text=True, check=False).stdout.splitlines()
 
 
 def write(path, value):
@@ -39,8 +34,9 @@ def run(memhog, limit_mib, timeout, hogs):
     cgroup = os.path.join(CGROUP_ROOT, f"bpfoom-scenario-{os.getpid()}")
     write(os.path.join(CGROUP_ROOT, "cgroup.subtree_control"), "+memory")
     os.mkdir(cgroup)
-    marker = f"bpfoom-scenario {os.getpid()} {time.time()}"
-    write("/dev/kmsg", marker)
+    # A clean kernel log: a report flood of an earlier scenario can outgrow the
+    # ring buffer, and this scenario's lines must be told apart from it.
+    subprocess.run(["dmesg", "--clear"], check=True)
     processes = {}
     try:
         write(os.path.join(cgroup, "memory.max"), f"{limit_mib}M")
@@ -74,7 +70,7 @@ def run(memhog, limit_mib, timeout, hogs):
                 break
             except OSError:
                 time.sleep(0.1)
-    log = kernel_log_since(marker)
+    log = kernel_log()
     reports = [line for line in log if "invoked oom-killer" in line]
     names = [m.group(1) for line in reports for m in [re.search(r"policy_name=(\S*),", line)] if m]
     return {
