@@ -28,6 +28,12 @@ typedef __u16 __be16;
 typedef __u32 __be32;
 typedef __u32 __wsum;
 
+/* The map types policies use (values of the kernel's enum bpf_map_type, stable ABI). */
+enum {
+	BPF_MAP_TYPE_HASH = 1,
+	BPF_MAP_TYPE_RINGBUF = 27,
+};
+
 #define BPFOOM_COMM_LEN 16
 #define BPFOOM_POLICY_NAME_LEN 16      /* POLICY_NAME_LEN, NUL included */
 
@@ -40,6 +46,8 @@ enum bpfoom_verdict {
 };
 
 struct kernfs_node {
+	const char *name;
+	struct kernfs_node *parent;
 	__u64 id;
 } __attribute__((preserve_access_index));
 
@@ -63,12 +71,20 @@ struct mm_struct {
 	unsigned long total_vm;
 } __attribute__((preserve_access_index));
 
+struct signal_struct {
+	short oom_score_adj;
+	struct mm_struct *oom_mm;       /* set once the thread group is an OOM victim */
+} __attribute__((preserve_access_index));
+
+#define OOM_SCORE_ADJ_MIN (-1000)
+
 struct task_struct {
 	int pid;
 	int tgid;
 	char comm[BPFOOM_COMM_LEN];
 	unsigned long long start_time;
 	struct mm_struct *mm;
+	struct signal_struct *signal;
 	const struct cred *cred;
 	struct css_set *cgroups;
 } __attribute__((preserve_access_index));

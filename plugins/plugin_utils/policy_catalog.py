@@ -1,0 +1,259 @@
+# Copyright: bpfoom.fleet contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The policy catalog: what each template takes, how it is validated, what C it gets.
+
+Controller side. Every user value is checked here, before rendering, and
+reaches the C text only as a literal this module writes (strings as \\x
+escapes, integers in range, hashes of names), never as text of its own.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+
+BPF_TEMPLATE_DIR = os.path.normpath(os.path.join(os.path.dirname(__file__), "..", "..", "templates", "bpf"))
+TEMPLATES = ("select_pid", "prefer_avoid", "cgroup_priority")
+TIE_BREAKERS = ("kernel", "youngest", "oldest")
+HASH_PLACEHOLDER = "@@BPFOOM_POLICY_HASH@@"
+
+MAX_LIST = 16
+MAX_PRIORITIES = 32
+COMM_LEN = 15                   # TASK_COMM_LEN - 1
+UID_MAX = 4294967294            # (uid_t)-1 is "no uid"
+PRIORITY_MAX = 1000
+# The report line is "..., policy_name=NAME, oom_score_adj=...": no space, comma or '='.
+NAME_RE = re.compile(r"^[!-~]{1,15}$")
+NAME_FORBIDDEN = set(" ,=")
+COMM_RE = re.compile(r"^[ -~]{1,15}$")
+UNIT_RE = re.compile(r"^[A-Za-z0-9:_.\\@-]{1,255}\.(service|scope|slice)$")
+SERVICE_RE = re.compile(r"^[A-Za-z0-9:_.\\@-]{1,247}\.service$")
+PIDFILE_RE = re.compile(r"^(/[A-Za-z0-9._@+-]+)+$")
+PARAM_NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,30}$")
+
+
+class PolicyError(ValueError):
+    """A parameter the catalog refuses; the message names it and says what is allowed."""
+
+
+# --- C literals: the only way a value reaches the C text -------------------
+
+def c_string(value: str, size: int) -> str:
+    """A C string literal of at most size - 1 bytes, every byte a \\x escape."""
+    data = value.encode("ascii")
+    if len(data) > size - 1:
+        raise PolicyError(f"{value!r} is longer than {size - 1} bytes")
+    return '"' + "".join(f"\\x{byte:02x}" for byte in data) + '"'
+
+
+def c_array(items: list, empty: str = "0") -> str:
+    """An initializer; C has no empty arrays, so an empty list becomes one unused element."""
+    return "{ " + ", ".join(items or [empty]) + " }"
+
+
+def cgroup_name_hash(name: str) -> int:
+    """FNV-1a 64 of a cgroup name's first 63 bytes: kernfs_name_hash() in bpfoom_match.h."""
+    value = 0xcbf29ce484222325
+    for byte in name.encode("ascii")[:63]:
+        value = ((value ^ byte) * 0x100000001b3) & 0xFFFFFFFFFFFFFFFF
+    return value
+
+
+# --- validation -----------------------------------------------------------
+
+def _require(condition: bool, where: str, message: str) -> None:
+    if not condition:
+        raise PolicyError(f"{where}: {message}")
+
+
+def _string(value, where: str, pattern: re.Pattern, what: str) -> str:
+    _require(isinstance(value, str), where, f"must be a string ({what}), got {type(value).__name__}")
+    _require(value.isascii() and "\x00" not in value, where, f"must be ASCII without NUL ({what})")
+    _require(bool(pattern.match(value)), where, f"{value!r} is not {what}")
+    return value
+
+
+def _integer(value, where: str, low: int, high: int) -> int:
+    _require(isinstance(value, int) and not isinstance(value, bool), where,
+             f"must be an integer from {low} to {high}, got {type(value).__name__}")
+    _require(low <= value <= high, where, f"{value} is out of range ({low} to {high})")
+    return value
+
+
+def _list(value, where: str, limit: int) -> list:
+    _require(isinstance(value, list), where, f"must be a list, got {type(value).__name__}")
+    _require(0 < len(value) <= limit, where, f"must hold 1 to {limit} entries (leave it out for none)")
+    return value
+
+
+def _mapping(value, where: str, allowed: tuple) -> dict:
+    _require(isinstance(value, dict), where, f"must be a mapping, got {type(value).__name__}")
+    unknown = sorted(set(value) - set(allowed))
+    _require(not unknown, where, f"unknown key(s) {', '.join(map(str, unknown))}; allowed: {', '.join(allowed)}")
+    return value
+
+
+def policy_name(value) -> str:
+    name = _string(value, "name", NAME_RE, "1 to 15 printable ASCII characters")
+    _require(not NAME_FORBIDDEN & set(name), "name", "may not contain a space, ',' or '=' (they split the OOM report line)")
+    return name
+
+
+def _matcher_set(value, where: str) -> dict:
+    value = _mapping(value, where, ("comm", "comm_prefix", "cgroup", "uid"))
+    _require(bool(value), where, "give at least one of comm, comm_prefix, cgroup, uid")
+    result = {"comm": [], "comm_prefix": [], "cgroup": [], "uid": []}
+    for key in ("comm", "comm_prefix"):
+        for index, item in enumerate(_list(value[key], f"{where}.{key}", MAX_LIST) if key in value else []):
+            result[key].append(_string(item, f"{where}.{key}[{index}]", COMM_RE,
+                                       "a command name of 1 to 15 printable ASCII characters"))
+    for index, item in enumerate(_list(value["cgroup"], f"{where}.cgroup", MAX_LIST) if "cgroup" in value else []):
+        result["cgroup"].append(_string(item, f"{where}.cgroup[{index}]", UNIT_RE,
+                                        "a systemd unit or slice name (NAME.service, NAME.scope, NAME.slice)"))
+    for index, item in enumerate(_list(value["uid"], f"{where}.uid", MAX_LIST) if "uid" in value else []):
+        result["uid"].append(_integer(item, f"{where}.uid[{index}]", 0, UID_MAX))
+    return result
+
+
+def _params_select_pid(params: dict) -> dict:
+    params = _mapping(params, "params", ("unit", "pidfile"))
+    _require(len(params) == 1, "params", "select_pid takes exactly one of unit, pidfile")
+    if "unit" in params:
+        return {"unit": _string(params["unit"], "params.unit", SERVICE_RE, "a systemd service name (NAME.service)")}
+    pidfile = _string(params["pidfile"], "params.pidfile", PIDFILE_RE, "an absolute path of letters, digits and ._@+-")
+    _require("/../" not in pidfile + "/" and "/./" not in pidfile + "/", "params.pidfile", "may not contain . or .. parts")
+    return {"pidfile": pidfile}
+
+
+def _params_prefer_avoid(params: dict) -> dict:
+    params = _mapping(params, "params", ("prefer", "avoid"))
+    _require(bool(params), "params", "prefer_avoid needs prefer, avoid or both")
+    return {key: _matcher_set(params[key], f"params.{key}") for key in ("prefer", "avoid") if key in params}
+
+
+def _params_cgroup_priority(params: dict) -> dict:
+    params = _mapping(params, "params", ("priorities", "default_priority"))
+    _require("priorities" in params, "params.priorities", "is required")
+    entries = []
+    for index, entry in enumerate(_list(params["priorities"], "params.priorities", MAX_PRIORITIES)):
+        where = f"params.priorities[{index}]"
+        entry = _mapping(entry, where, ("cgroup", "priority"))
+        _require(set(entry) == {"cgroup", "priority"}, where, "needs cgroup and priority")
+        entries.append({"cgroup": _string(entry["cgroup"], f"{where}.cgroup", UNIT_RE,
+                                          "a systemd unit or slice name (NAME.service, NAME.scope, NAME.slice)"),
+                        "priority": _integer(entry["priority"], f"{where}.priority", 0, PRIORITY_MAX)})
+    names = [entry["cgroup"] for entry in entries]
+    _require(len(set(names)) == len(names), "params.priorities", "names a cgroup twice")
+    default = _integer(params.get("default_priority", PRIORITY_MAX // 2), "params.default_priority", 0, PRIORITY_MAX)
+    return {"priorities": entries, "default_priority": default}
+
+
+def _params_custom(params: dict) -> dict:
+    """A user's own template: flat parameters of bounded integers and short strings."""
+    _require(isinstance(params, dict), "params", f"must be a mapping, got {type(params).__name__}")
+    result = {}
+    for key, value in params.items():
+        _string(key, "params", PARAM_NAME_RE, "a parameter name (lower case, digits, _)")
+        if isinstance(value, str):
+            result[key] = _string(value, f"params.{key}", re.compile(r"^[ -~]{0,63}$"), "at most 63 printable ASCII characters")
+        else:
+            result[key] = _integer(value, f"params.{key}", -(2**31), 2**31 - 1)
+    return result
+
+
+PARAM_VALIDATORS = {
+    "select_pid": _params_select_pid,
+    "prefer_avoid": _params_prefer_avoid,
+    "cgroup_priority": _params_cgroup_priority,
+}
+
+
+def validate(args: dict) -> dict:
+    """Check every argument; return the normalized policy spec."""
+    name = policy_name(args.get("name"))
+    template, template_file = args.get("template"), args.get("template_file")
+    _require((template is None) != (template_file is None), "template",
+             "give exactly one of template (from the catalog) or template_file (your own)")
+    if template is not None:
+        _require(template in TEMPLATES, "template", f"{template!r} is not one of {', '.join(TEMPLATES)}")
+    else:
+        _require(isinstance(template_file, str) and os.path.isabs(template_file) and template_file.endswith(".j2"),
+                 "template_file", "must be an absolute path to a .j2 file")
+        _require(os.path.isfile(template_file), "template_file", f"{template_file} does not exist")
+    tie_breaker = args.get("tie_breaker", "kernel")
+    _require(tie_breaker in TIE_BREAKERS, "tie_breaker", f"{tie_breaker!r} is not one of {', '.join(TIE_BREAKERS)}")
+    strict = args.get("strict", False)
+    _require(isinstance(strict, bool), "strict", "must be true or false")
+    _require(not strict or template == "prefer_avoid", "strict",
+             "only prefer_avoid has a strict mode (avoided tasks are never killed)")
+    params = args.get("params") or {}
+    validator = PARAM_VALIDATORS.get(template, _params_custom)
+    return {
+        "name": name,
+        "template": template or os.path.basename(template_file),
+        "template_path": template_file or os.path.join(BPF_TEMPLATE_DIR, "policies", f"{template}.bpf.c.j2"),
+        "tie_breaker": tie_breaker,
+        "strict": strict,
+        "params": validator(params),
+    }
+
+
+# --- rendering ------------------------------------------------------------
+
+def _matcher_literals(matcher: dict) -> dict:
+    comms = [(pattern, 1) for pattern in matcher["comm"]] + [(pattern, 0) for pattern in matcher["comm_prefix"]]
+    return {
+        "comm_count": len(comms),
+        "comms": c_array([c_string(pattern, 16) for pattern, _exact in comms], '""'),
+        "comm_exact": c_array([str(exact) for _pattern, exact in comms]),
+        "cgroup_count": len(matcher["cgroup"]),
+        "cgroups": c_array([f"0x{cgroup_name_hash(name):016x}ULL" for name in matcher["cgroup"]]),
+        "uid_count": len(matcher["uid"]),
+        "uids": c_array([f"{uid}U" for uid in matcher["uid"]]),
+    }
+
+
+def c_literals(spec: dict) -> dict:
+    """The C literals a template may place in its text (the `c` variable)."""
+    params = spec["params"]
+    literals = {"name": c_string(spec["name"], 16), "hash": HASH_PLACEHOLDER}
+    if spec["template"] == "prefer_avoid":
+        empty = {"comm": [], "comm_prefix": [], "cgroup": [], "uid": []}
+        literals["prefer"] = _matcher_literals(params.get("prefer", empty))
+        literals["avoid"] = _matcher_literals(params.get("avoid", empty))
+    elif spec["template"] == "cgroup_priority":
+        entries = params["priorities"]
+        literals["priority_count"] = len(entries)
+        literals["priority_cgroups"] = c_array([f"0x{cgroup_name_hash(e['cgroup']):016x}ULL" for e in entries])
+        # rank = PRIORITY_MAX - priority: the lowest priority ranks highest, dies first
+        literals["priority_ranks"] = c_array([str(PRIORITY_MAX - e["priority"]) for e in entries])
+        literals["default_rank"] = str(PRIORITY_MAX - params["default_priority"])
+    elif spec["template"] not in TEMPLATES:
+        literals["params"] = {key: (c_string(value, 64) if isinstance(value, str) else f"({value})")
+                              for key, value in params.items()}
+    return literals
+
+
+def render(spec: dict, render_template) -> tuple:
+    """Render a spec into (C source, policy hash).
+
+    render_template(path, variables) renders one Jinja file with the BPF
+    template directory on its search path (Ansible's templar in the action
+    plugin, plain Jinja in unit tests). The policy hash is the sha256 of the
+    source with the hash left out, then written into the source's .rodata.
+    """
+    policy = {key: spec[key] for key in ("name", "template", "tie_breaker", "strict", "params")}
+    source = render_template(spec["template_path"], {"policy": policy, "c": c_literals(spec)})
+    if HASH_PLACEHOLDER not in source:
+        raise PolicyError(f"template {spec['template_path']} does not extend frame.bpf.c.j2 "
+                          "(its source lacks the policy hash)")
+    policy_hash = hashlib.sha256(source.encode()).hexdigest()
+    return source.replace(HASH_PLACEHOLDER, c_string(policy_hash, 65)), policy_hash
+
+
+def host_params(spec: dict) -> dict:
+    """What bpfoomctl resolves on the host when it applies the policy (select_pid's PID)."""
+    if spec["template"] == "select_pid":
+        return {"target_pid": dict(spec["params"])}
+    return {}
