@@ -15,14 +15,14 @@ BUILD := $(CURDIR)/build
 TEST_LAB := $(BUILD)/test-lab
 COLLECTION_TREE := $(CACHE)/collection-tree/ansible_collections/bpfoom/fleet
 
-.PHONY: help test unit sanity lint lab demo deps venv collection-tree clean
+.PHONY: help test unit sanity lint compile lab demo deps venv collection-tree clean
 
 help:
-	@echo "make test   run every tier: unit, sanity, lint, lab (boots qemu hosts)"
+	@echo "make test   run every tier: unit, sanity, lint, compile, lab (boots qemu hosts)"
 	@echo "make demo   boot the lab fleet and roll policies out"
 	@echo "make clean  remove build/ (caches stay in $(CACHE))"
 
-test: unit sanity lint lab
+test: unit sanity lint compile lab
 
 deps:
 	$(LABCTL) deps
@@ -38,6 +38,10 @@ $(VENV)/.installed:
 
 unit: venv
 	pytest -q tests/unit
+
+# Every catalog example through clang, directly and through the policy_build action.
+compile: venv deps
+	pytest -q tests/compile
 
 # ansible-test wants the collection under ansible_collections/NAMESPACE/NAME.
 collection-tree:

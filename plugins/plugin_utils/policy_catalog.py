@@ -23,10 +23,10 @@ MAX_PRIORITIES = 32
 COMM_LEN = 15                   # TASK_COMM_LEN - 1
 UID_MAX = 4294967294            # (uid_t)-1 is "no uid"
 PRIORITY_MAX = 1000
-# The report line is "..., policy_name=NAME, oom_score_adj=...": no space, comma or '='.
-NAME_RE = re.compile(r"^[!-~]{1,15}$")
-NAME_FORBIDDEN = set(" ,=")
-COMM_RE = re.compile(r"^[ -~]{1,15}$")
+# Conservative character sets: nothing that quotes, escapes, formats or
+# comments in C, in a shell or in the kernel's "policy_name=NAME, ..." line.
+NAME_RE = re.compile(r"^[A-Za-z0-9_.:+@/-]{1,15}$")
+COMM_RE = re.compile(r"^[A-Za-z0-9_.:+@/ -]{1,15}$")
 UNIT_RE = re.compile(r"^[A-Za-z0-9:_.\\@-]{1,255}\.(service|scope|slice)$")
 SERVICE_RE = re.compile(r"^[A-Za-z0-9:_.\\@-]{1,247}\.service$")
 PIDFILE_RE = re.compile(r"^(/[A-Za-z0-9._@+-]+)+$")
@@ -70,7 +70,7 @@ def _require(condition: bool, where: str, message: str) -> None:
 def _string(value, where: str, pattern: re.Pattern, what: str) -> str:
     _require(isinstance(value, str), where, f"must be a string ({what}), got {type(value).__name__}")
     _require(value.isascii() and "\x00" not in value, where, f"must be ASCII without NUL ({what})")
-    _require(bool(pattern.match(value)), where, f"{value!r} is not {what}")
+    _require(bool(pattern.fullmatch(value)), where, f"{value!r} is not {what}")
     return value
 
 
@@ -95,9 +95,7 @@ def _mapping(value, where: str, allowed: tuple) -> dict:
 
 
 def policy_name(value) -> str:
-    name = _string(value, "name", NAME_RE, "1 to 15 printable ASCII characters")
-    _require(not NAME_FORBIDDEN & set(name), "name", "may not contain a space, ',' or '=' (they split the OOM report line)")
-    return name
+    return _string(value, "name", NAME_RE, "1 to 15 characters among letters, digits and _.:+@/-")
 
 
 def _matcher_set(value, where: str) -> dict:
@@ -107,7 +105,7 @@ def _matcher_set(value, where: str) -> dict:
     for key in ("comm", "comm_prefix"):
         for index, item in enumerate(_list(value[key], f"{where}.{key}", MAX_LIST) if key in value else []):
             result[key].append(_string(item, f"{where}.{key}[{index}]", COMM_RE,
-                                       "a command name of 1 to 15 printable ASCII characters"))
+                                       "a command name of 1 to 15 characters among letters, digits, space and _.:+@/-"))
     for index, item in enumerate(_list(value["cgroup"], f"{where}.cgroup", MAX_LIST) if "cgroup" in value else []):
         result["cgroup"].append(_string(item, f"{where}.cgroup[{index}]", UNIT_RE,
                                         "a systemd unit or slice name (NAME.service, NAME.scope, NAME.slice)"))

@@ -1,0 +1,184 @@
+#!/usr/bin/python
+# Copyright: bpfoom.fleet contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: policy_build
+short_description: Render and compile a BPF OOM policy for a host, on the controller
+version_added: 0.1.0
+description:
+  - Validates the policy parameters, renders the policy's Jinja template with Ansible's templar (host and
+    group variables available, as with M(ansible.builtin.template)), and compiles it with C(clang -target bpf)
+    into a CO-RE object that runs on every kernel carrying the BPF OOM hook.
+  - Runs on the controller only (an action plugin); nothing is sent to the host.
+  - Objects are cached by content (rendered source, headers, compiler version and flags) under O(cache_dir),
+    guarded by a lock, so hosts sharing a policy cause one C(clang) run, whatever the number of forks.
+  - The object carries its policy name and policy hash in C(.rodata); the hash is the sha256 of the rendered
+    source (without the hash itself).
+  - See C(docs/policies.md) for the templates, their parameters and their ranking rules.
+author:
+  - bpfoom.fleet maintainers
+options:
+  name:
+    description:
+      - Name of the policy, shown by the kernel in every OOM report (C(policy_name=NAME)).
+      - 1 to 15 printable ASCII characters, without space, comma or C(=).
+    type: str
+    required: true
+  template:
+    description:
+      - A template of the catalog in C(templates/bpf/policies/).
+      - Mutually exclusive with O(template_file).
+    type: str
+    choices: [select_pid, prefer_avoid, cgroup_priority]
+  template_file:
+    description:
+      - Absolute path of your own template; it must extend C(frame.bpf.c.j2) and define the C(rank) block.
+      - Its O(params) may be integers and strings of up to 63 printable characters, given to the template as
+        C literals in C(c.params).
+    type: path
+  params:
+    description:
+      - Parameters of the template; see C(docs/policies.md). Unknown keys, wrong types, values out of range
+        and empty lists are refused before anything is rendered.
+    type: dict
+    default: {}
+  tie_breaker:
+    description:
+      - Between two tasks of the same rank, V(kernel) lets the kernel's C(oom_badness()) decide, V(youngest)
+        picks the task started last, V(oldest) the one started first.
+    type: str
+    choices: [kernel, youngest, oldest]
+    default: kernel
+  strict:
+    description:
+      - Only for O(template=prefer_avoid). When true, avoided tasks are never victims, even if that leaves an
+        OOM without a victim (a global OOM then panics the kernel). Leave false unless you mean it.
+    type: bool
+    default: false
+  cache_dir:
+    description:
+      - Where compiled objects are kept on the controller.
+      - Defaults to C($XDG_CACHE_HOME/bpfoom/objects) (C(~/.cache/bpfoom/objects)).
+    type: path
+  clang:
+    description:
+      - The C(clang) command to compile with.
+    type: str
+    default: clang
+attributes:
+  action:
+    support: full
+  async:
+    support: none
+  check_mode:
+    support: full
+    details: Renders and reports what would be built; writes nothing to the cache.
+  diff_mode:
+    support: full
+    details: Shows the policy source last built for this host and the one built now.
+  platform:
+    platforms: posix
+    details: Runs on the controller; needs C(clang) and libbpf's headers there (Debian C(clang libbpf-dev)).
+notes:
+  - A missing C(clang) or libbpf header fails with one message naming the packages to install.
+seealso:
+  - name: Policy catalog
+    description: Templates, parameters and ranking rules.
+    link: https://example.invalid/bpfoom/fleet/docs/policies.md
+"""
+
+EXAMPLES = r"""
+- name: Build the web tier's policy (batch jobs die first, sshd last)
+  bpfoom.fleet.policy_build:
+    name: web
+    template: prefer_avoid
+    params:
+      prefer:
+        cgroup: [batch.slice]
+        comm_prefix: [report-]
+      avoid:
+        cgroup: [sshd.service, postgresql.service]
+  register: web_policy
+
+- name: Priorities per unit, youngest first among equals
+  bpfoom.fleet.policy_build:
+    name: db_prio
+    template: cgroup_priority
+    tie_breaker: youngest
+    params:
+      default_priority: 500
+      priorities:
+        - {cgroup: postgresql.service, priority: 1000}
+        - {cgroup: backup.service, priority: 100}
+
+- name: Kill a given service first (its MainPID is resolved on each host)
+  bpfoom.fleet.policy_build:
+    name: kill_cache
+    template: select_pid
+    params:
+      unit: memcached.service
+"""
+
+RETURN = r"""
+policy_name:
+  description: The policy's name, as the kernel will report it.
+  returned: always
+  type: str
+  sample: web
+policy_hash:
+  description: sha256 of the rendered source (without the hash), also stored in the object's C(.rodata).
+  returned: always
+  type: str
+  sample: 905973c706e5b2a1f0f4c1e6a7d1b3e9c0d2f4a6b8c0e2f4a6b8c0d2e4f6a8b0
+template:
+  description: The template the policy was rendered from.
+  returned: always
+  type: str
+  sample: prefer_avoid
+object:
+  description: Path of the compiled object on the controller.
+  returned: always
+  type: str
+  sample: /root/.cache/bpfoom/objects/4f1c.../policy.bpf.o
+object_sha256:
+  description: sha256 of the object; null in check mode when it has not been built yet.
+  returned: always
+  type: str
+  sample: 2d8a3c0e6f1b4a7d9e2c5f8b1a4d7e0c3f6b9a2d5e8c1f4b7a0d3e6c9f2b5a8d
+manifest:
+  description: Path of the manifest (JSON) the host agent checks the object against.
+  returned: always
+  type: str
+  sample: /root/.cache/bpfoom/objects/4f1c.../manifest.json
+source:
+  description: Path of the rendered C source kept next to the object.
+  returned: always
+  type: str
+  sample: /root/.cache/bpfoom/objects/4f1c.../policy.bpf.c
+compiled:
+  description: Whether this task ran C(clang) (false when the object was cached, or in check mode).
+  returned: always
+  type: bool
+  sample: true
+host_params:
+  description: What the host agent resolves when it applies the policy (select_pid's target process).
+  returned: always
+  type: dict
+  sample: {"target_pid": {"unit": "memcached.service"}}
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+
+def main():
+    # The work happens in the action plugin on the controller; reaching here means it was bypassed.
+    module = AnsibleModule(argument_spec={}, supports_check_mode=True)
+    module.fail_json(msg="bpfoom.fleet.policy_build runs on the controller as an action plugin; "
+                         "call it as a task, not as a module on the host")
+
+
+if __name__ == "__main__":
+    main()

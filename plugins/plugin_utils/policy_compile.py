@@ -1,0 +1,109 @@
+# Copyright: bpfoom.fleet contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Compile rendered policies into CO-RE BPF objects, once per distinct source.
+
+Controller side. The cache is content-addressed: the key covers the rendered
+source, the headers it includes, the compiler's version and the flags. A lock
+per key makes N forks that render the same policy run clang exactly once;
+the others wait and reuse the object. Objects land through a temporary file
+and a rename, so a reader never sees half an object.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+
+from ansible_collections.bpfoom.fleet.plugins.plugin_utils.policy_catalog import BPF_TEMPLATE_DIR
+
+INCLUDE_DIR = os.path.join(BPF_TEMPLATE_DIR, "include")
+CFLAGS = ["-O2", "-g", "-target", "bpf", "-D__TARGET_ARCH_x86", "-Wall", "-Werror"]
+# What a missing piece is called in Debian, for the one error that names it.
+PACKAGES = {"clang": "clang", "bpf/bpf_helpers.h": "libbpf-dev"}
+LIBBPF_HEADER_DIRS = ("/usr/include", "/usr/local/include")
+CLANG_RUN_LOG = "clang-runs.log"
+
+
+class CompileError(RuntimeError):
+    """The policy did not compile; the message carries clang's diagnostics or the missing package."""
+
+
+def default_cache_dir() -> str:
+    return os.path.join(os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "bpfoom", "objects")
+
+
+def toolchain(clang: str = "clang") -> dict:
+    """Find clang and libbpf's headers, or fail once, naming the packages to install."""
+    missing = []
+    clang_path = shutil.which(clang)
+    if clang_path is None:
+        missing.append(PACKAGES["clang"])
+    if not any(os.path.exists(os.path.join(d, "bpf", "bpf_helpers.h")) for d in LIBBPF_HEADER_DIRS):
+        missing.append(PACKAGES["bpf/bpf_helpers.h"])
+    if missing:
+        raise CompileError(f"the controller cannot compile BPF policies: install {' '.join(missing)} "
+                           f"(Debian: apt-get install {' '.join(missing)}) where ansible-playbook runs")
+    version = subprocess.run([clang_path, "--version"], capture_output=True, text=True, check=False,
+                             env=dict(os.environ, LANG="C")).stdout.splitlines()[0]
+    return {"clang": clang_path, "version": version}
+
+
+def cache_key(source: str, tools: dict) -> str:
+    digest = hashlib.sha256()
+    for part in (source, tools["version"], " ".join(CFLAGS)):
+        digest.update(hashlib.sha256(part.encode()).digest())
+    for name in sorted(os.listdir(INCLUDE_DIR)):
+        with open(os.path.join(INCLUDE_DIR, name), "rb") as header:
+            digest.update(hashlib.sha256(name.encode() + header.read()).digest())
+    return digest.hexdigest()
+
+
+def sha256_file(path: str) -> str:
+    with open(path, "rb") as handle:
+        return hashlib.sha256(handle.read()).hexdigest()
+
+
+def lookup(cache_dir: str, key: str):
+    """The cached object's manifest, or None."""
+    manifest = os.path.join(cache_dir, key, "manifest.json")
+    if not os.path.exists(manifest):
+        return None
+    with open(manifest) as handle:
+        return json.load(handle)
+
+
+def build(source: str, manifest: dict, cache_dir: str, tools: dict) -> tuple:
+    """Compile source unless its object is cached; return (manifest, compiled)."""
+    key = cache_key(source, tools)
+    entry = os.path.join(cache_dir, key)
+    os.makedirs(cache_dir, exist_ok=True)
+    with open(os.path.join(cache_dir, f"{key}.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        cached = lookup(cache_dir, key)
+        if cached is not None:
+            return cached, False
+        work = tempfile.mkdtemp(prefix=f".{key[:12]}-", dir=cache_dir)
+        try:
+            with open(os.path.join(work, "policy.bpf.c"), "w") as handle:
+                handle.write(source)
+            command = [tools["clang"], *CFLAGS, f"-I{INCLUDE_DIR}", "-c", "policy.bpf.c", "-o", "policy.bpf.o"]
+            result = subprocess.run(command, cwd=work, capture_output=True, text=True, check=False,
+                                    env=dict(os.environ, LANG="C"))
+            with open(os.path.join(cache_dir, CLANG_RUN_LOG), "a") as runs:
+                runs.write(f"{key} {manifest['name']} rc={result.returncode}\n")
+            if result.returncode != 0:
+                raise CompileError(f"clang failed on policy {manifest['name']!r}:\n{result.stderr.strip()[-3000:]}")
+            manifest = dict(manifest, key=key, clang=tools["version"], cflags=CFLAGS,
+                            object_sha256=sha256_file(os.path.join(work, "policy.bpf.o")))
+            with open(os.path.join(work, "manifest.json"), "w") as handle:
+                json.dump(manifest, handle, indent=2, sort_keys=True)
+            os.rename(work, entry)
+        except BaseException:
+            shutil.rmtree(work, ignore_errors=True)
+            raise
+    return manifest, True

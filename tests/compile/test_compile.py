@@ -1,0 +1,107 @@
+"""Compile tier: every catalog example compiles with clang, directly and through
+the policy_build action (Ansible's templar, the cache, the lock, check and diff mode)."""
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ansible_collections.bpfoom.fleet.plugins.plugin_utils import policy_catalog, policy_compile
+
+HERE = Path(__file__).resolve().parent
+EXAMPLES = yaml.safe_load((HERE.parent / "policy_examples.yml").read_text())
+
+
+def _jinja_render(path, variables):
+    import jinja2
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader([os.path.dirname(path), policy_catalog.BPF_TEMPLATE_DIR]),
+                             trim_blocks=True, lstrip_blocks=True, undefined=jinja2.StrictUndefined)
+    return env.get_template(os.path.basename(path)).render(variables)
+
+
+@pytest.mark.parametrize("example", sorted(EXAMPLES))
+def test_every_example_compiles(example, tmp_path):
+    spec = policy_catalog.validate(EXAMPLES[example])
+    source, policy_hash = policy_catalog.render(spec, _jinja_render)
+    manifest, compiled = policy_compile.build(source, {"name": spec["name"], "hash": policy_hash},
+                                              str(tmp_path), policy_compile.toolchain())
+    assert compiled
+    data = (tmp_path / manifest["key"] / "policy.bpf.o").read_bytes()
+    assert data[:4] == b"\x7fELF"
+    for section in (b"fmod_ret/bpf_oom_evaluate_task", b"fentry/bpf_set_policy_name", b".BTF"):
+        assert section in data
+    assert policy_hash.encode() in data         # the object says what it is
+
+
+def write_inventory(path: Path, groups: dict) -> Path:
+    inventory = {"all": {"vars": {"ansible_connection": "local"}, "children": {}}}
+    for group, (count, example) in groups.items():
+        inventory["all"]["children"][group] = {
+            "hosts": {f"{group}{index}": None for index in range(1, count + 1)},
+            "vars": {"bpfoom_policy": EXAMPLES[example]},
+        }
+    path.write_text(yaml.safe_dump(inventory))
+    return path
+
+
+def run_playbook(inventory: Path, cache: Path, *extra: str, clang: str = "clang"):
+    """Run build_policies.yml; return the process and {host: result} of its build task."""
+    results = inventory.parent / "results.json"
+    results.unlink(missing_ok=True)
+    command = ["ansible-playbook", "-i", str(inventory), str(HERE / "build_policies.yml"),
+               "-e", f"bpfoom_object_cache={cache}", "-e", f"bpfoom_clang={clang}", "-f", "10", *extra]
+    env = dict(os.environ, ANSIBLE_CALLBACK_PLUGINS=str(HERE / "callback_plugins"),
+               ANSIBLE_CALLBACKS_ENABLED="results_file", BPFOOM_RESULTS_FILE=str(results))
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600, check=False)
+    report = json.loads(results.read_text()) if results.exists() else {}
+    return result, report.get("Render and compile the host's policy on the controller", {})
+
+
+def clang_runs(cache: Path) -> int:
+    log = cache / policy_compile.CLANG_RUN_LOG
+    return len(log.read_text().splitlines()) if log.exists() else 0
+
+
+def test_action_compiles_each_distinct_policy_once(tmp_path):
+    inventory = write_inventory(tmp_path / "hosts.yml", {"web": (4, "prefer_avoid"), "db": (3, "cgroup_priority")})
+    cache = tmp_path / "objects"
+
+    result, report = run_playbook(inventory, cache, "--check")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr
+    assert clang_runs(cache) == 0 and not (cache / "hosts").exists()       # check mode writes nothing
+    assert all(host["changed"] and not host["compiled"] for host in report.values())
+
+    result, report = run_playbook(inventory, cache)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr
+    assert clang_runs(cache) == 2
+    hosts = report
+    assert {hosts[h]["policy_name"] for h in hosts} == {"web", "db_prio"}
+    assert len({hosts[h]["object"] for h in hosts}) == 2
+    assert sum(hosts[h]["compiled"] for h in hosts) == 2
+
+    result, report = run_playbook(inventory, cache, "--diff")
+    assert result.returncode == 0
+    assert clang_runs(cache) == 2                                        # nothing new to compile
+    assert not any(host["changed"] for host in report.values())
+
+
+def test_action_refuses_bad_parameters_naming_host_and_parameter(tmp_path):
+    inventory = write_inventory(tmp_path / "hosts.yml", {"web": (1, "prefer_avoid")})
+    result, report = run_playbook(inventory, tmp_path / "objects", "-e",
+                                  '{"bpfoom_policy": {"name": "bad name", "template": "prefer_avoid", '
+                                  '"params": {"avoid": {"uid": [0]}}}}')
+    assert result.returncode != 0
+    message = report["web1"]["msg"]
+    assert message.startswith("web1: policy parameter name:"), message
+    assert not (tmp_path / "objects").exists()
+
+
+def test_missing_clang_names_the_package(tmp_path):
+    inventory = write_inventory(tmp_path / "hosts.yml", {"web": (1, "prefer_avoid")})
+    result, report = run_playbook(inventory, tmp_path / "objects", clang="/nonexistent/clang")
+    assert result.returncode != 0
+    message = report["web1"]["msg"]
+    assert "install clang" in message and "apt-get install clang" in message, message

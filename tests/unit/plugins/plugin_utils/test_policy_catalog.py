@@ -1,0 +1,178 @@
+"""Unit tests of the policy catalog: validation, the injection catalog, rendering."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import jinja2
+import pytest
+import yaml
+
+from ansible_collections.bpfoom.fleet.plugins.plugin_utils import policy_catalog as catalog
+from ansible_collections.bpfoom.fleet.plugins.plugin_utils.policy_catalog import PolicyError
+
+EXAMPLES = yaml.safe_load((Path(__file__).resolve().parents[3] / "policy_examples.yml").read_text())
+
+
+def jinja_render(path, variables):
+    """The unit tests' renderer: plain Jinja with the options the action plugin gives the templar."""
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader([os.path.dirname(path), catalog.BPF_TEMPLATE_DIR]),
+                             trim_blocks=True, lstrip_blocks=True, undefined=jinja2.StrictUndefined,
+                             keep_trailing_newline=True)
+    return env.get_template(os.path.basename(path)).render(variables)
+
+
+def render(args):
+    return catalog.render(catalog.validate(args), jinja_render)
+
+
+@pytest.mark.parametrize("example", sorted(EXAMPLES))
+def test_every_documented_example_renders(example):
+    source, policy_hash = render(EXAMPLES[example])
+    assert 'SEC("fmod_ret/bpf_oom_evaluate_task")' in source
+    assert 'SEC("fentry/bpf_set_policy_name")' in source
+    assert catalog.c_string(EXAMPLES[example]["name"], 16) in source
+    assert catalog.c_string(policy_hash, 65) in source
+    assert catalog.HASH_PLACEHOLDER not in source
+
+
+def test_rendering_is_deterministic_and_the_hash_follows_the_parameters():
+    first, first_hash = render(EXAMPLES["prefer_avoid"])
+    again, again_hash = render(EXAMPLES["prefer_avoid"])
+    assert (first, first_hash) == (again, again_hash)
+    changed = dict(EXAMPLES["prefer_avoid"], tie_breaker="youngest")
+    assert render(changed)[1] != first_hash
+
+
+def test_strict_is_the_only_way_to_never_kill():
+    lenient, _ = render(EXAMPLES["prefer_avoid"])
+    strict, _ = render(EXAMPLES["prefer_avoid_strict"])
+    assert "return BPFOOM_RANK_NEVER;" in strict
+    assert "return BPFOOM_RANK_NEVER;" not in lenient
+
+
+def test_cgroup_priority_ranks_the_lowest_priority_highest():
+    source, _ = render(EXAMPLES["cgroup_priority"])
+    assert "priority_rank[PRIORITY_COUNT] = { 0, 900 }" in source
+    assert "#define DEFAULT_RANK 500" in source
+
+
+def test_cgroup_hash_matches_fnv1a():
+    assert catalog.cgroup_name_hash("") == 0xcbf29ce484222325
+    assert catalog.cgroup_name_hash("a") == 0xaf63dc4c8601ec8c
+    assert catalog.cgroup_name_hash("x" * 100) == catalog.cgroup_name_hash("x" * 63)
+
+
+def test_c_string_escapes_every_byte():
+    assert catalog.c_string('a"b', 16) == '"\\x61\\x22\\x62"'
+
+
+def test_host_params_of_select_pid():
+    spec = catalog.validate(EXAMPLES["select_pid_unit"])
+    assert catalog.host_params(spec) == {"target_pid": {"unit": "memcached.service"}}
+    assert catalog.host_params(catalog.validate(EXAMPLES["prefer_avoid"])) == {}
+
+
+def test_custom_template_gets_literals(tmp_path):
+    template = tmp_path / "mine.bpf.c.j2"
+    template.write_text('{% extends "frame.bpf.c.j2" %}\n{% block rank %}\n'
+                        '\treturn task->tgid == {{ c.params.pid }} ? 1 : 0; /* {{ c.params.label }} */\n{% endblock %}\n')
+    source, _ = render({"name": "mine", "template_file": str(template), "params": {"pid": 42, "label": "x*/y"}})
+    assert "task->tgid == (42) ? 1 : 0;" in source
+    assert "x*/y" not in source and '"\\x78\\x2a\\x2f\\x79"' in source
+
+
+def test_custom_template_must_extend_the_frame(tmp_path):
+    template = tmp_path / "bare.bpf.c.j2"
+    template.write_text("int x;\n")
+    with pytest.raises(PolicyError, match="does not extend frame.bpf.c.j2"):
+        render({"name": "bare", "template_file": str(template)})
+
+
+# The injection catalog: each case must be refused with a message naming the parameter.
+PA = "prefer_avoid"
+INJECTIONS = [
+    ({"name": 'a"b', "template": PA, "params": {"avoid": {"uid": [0]}}}, "name"),
+    ({"name": "a\\b", "template": PA, "params": {"avoid": {"uid": [0]}}}, "name"),
+    ({"name": "a\nb", "template": PA, "params": {"avoid": {"uid": [0]}}}, "name"),
+    ({"name": "a*/b", "template": PA, "params": {"avoid": {"uid": [0]}}}, "name"),
+    ({"name": "a b", "template": PA, "params": {"avoid": {"uid": [0]}}}, "name"),
+    ({"name": "a,b", "template": PA, "params": {"avoid": {"uid": [0]}}}, "name"),
+    ({"name": "a=b", "template": PA, "params": {"avoid": {"uid": [0]}}}, "name"),
+    ({"name": "a\x00b", "template": PA, "params": {"avoid": {"uid": [0]}}}, "name"),
+    ({"name": "caf\u00e9", "template": PA, "params": {"avoid": {"uid": [0]}}}, "name"),
+    ({"name": "x" * 16, "template": PA, "params": {"avoid": {"uid": [0]}}}, "name"),
+    ({"name": "", "template": PA, "params": {"avoid": {"uid": [0]}}}, "name"),
+    ({"name": 12, "template": PA, "params": {"avoid": {"uid": [0]}}}, "name"),
+    ({"name": "ok", "template": "x; system()", "params": {}}, "template"),
+    ({"name": "ok", "template": PA, "tie_breaker": "random", "params": {"avoid": {"uid": [0]}}}, "tie_breaker"),
+    ({"name": "ok", "template": PA, "strict": "yes", "params": {"avoid": {"uid": [0]}}}, "strict"),
+    ({"name": "ok", "template": "cgroup_priority", "strict": True,
+      "params": {"priorities": [{"cgroup": "a.slice", "priority": 1}]}}, "strict"),
+    ({"name": "ok", "template": PA, "params": {"prefer": {"comm": ['sh"; }']}}}, "params.prefer.comm[0]"),
+    ({"name": "ok", "template": PA, "params": {"prefer": {"comm": ["sh\\x00"]}}}, "params.prefer.comm[0]"),
+    ({"name": "ok", "template": PA, "params": {"prefer": {"comm": ["a\nb"]}}}, "params.prefer.comm[0]"),
+    ({"name": "ok", "template": PA, "params": {"prefer": {"comm": ["#include <x>"]}}}, "params.prefer.comm[0]"),
+    ({"name": "ok", "template": PA, "params": {"prefer": {"comm": ["100%d"]}}}, "params.prefer.comm[0]"),
+    ({"name": "50%", "template": PA, "params": {"avoid": {"uid": [0]}}}, "name"),
+    ({"name": "ok", "template": PA, "params": {"prefer": {"comm": ["x" * 16]}}}, "params.prefer.comm[0]"),
+    ({"name": "ok", "template": PA, "params": {"prefer": {"comm_prefix": ["\u00fc"]}}}, "params.prefer.comm_prefix[0]"),
+    ({"name": "ok", "template": PA, "params": {"prefer": {"comm": [""]}}}, "params.prefer.comm[0]"),
+    ({"name": "ok", "template": PA, "params": {"prefer": {"comm": []}}}, "params.prefer.comm"),
+    ({"name": "ok", "template": PA, "params": {"prefer": {"comm": "sshd"}}}, "params.prefer.comm"),
+    ({"name": "ok", "template": PA, "params": {"prefer": {}}}, "params.prefer"),
+    ({"name": "ok", "template": PA, "params": {}}, "params"),
+    ({"name": "ok", "template": PA, "params": {"prefer": {"pid": [1]}}}, "params.prefer"),
+    ({"name": "ok", "template": PA, "params": {"avoid": {"cgroup": ["*/ int x; /*.service"]}}}, "params.avoid.cgroup[0]"),
+    ({"name": "ok", "template": PA, "params": {"avoid": {"cgroup": ["../etc.slice"]}}}, "params.avoid.cgroup[0]"),
+    ({"name": "ok", "template": PA, "params": {"avoid": {"cgroup": ["sshd"]}}}, "params.avoid.cgroup[0]"),
+    ({"name": "ok", "template": PA, "params": {"avoid": {"uid": [-1]}}}, "params.avoid.uid[0]"),
+    ({"name": "ok", "template": PA, "params": {"avoid": {"uid": [2**32]}}}, "params.avoid.uid[0]"),
+    ({"name": "ok", "template": PA, "params": {"avoid": {"uid": ["0"]}}}, "params.avoid.uid[0]"),
+    ({"name": "ok", "template": PA, "params": {"avoid": {"uid": [True]}}}, "params.avoid.uid[0]"),
+    ({"name": "ok", "template": PA, "params": {"avoid": {"uid": [1.5]}}}, "params.avoid.uid[0]"),
+    ({"name": "ok", "template": PA, "params": {"avoid": {"uid": list(range(17))}}}, "params.avoid.uid"),
+    ({"name": "ok", "template": "select_pid", "params": {"unit": "a.service; rm -rf /"}}, "params.unit"),
+    ({"name": "ok", "template": "select_pid", "params": {"unit": "nginx"}}, "params.unit"),
+    ({"name": "ok", "template": "select_pid", "params": {"pidfile": "run/x.pid"}}, "params.pidfile"),
+    ({"name": "ok", "template": "select_pid", "params": {"pidfile": "/run/../etc/shadow"}}, "params.pidfile"),
+    ({"name": "ok", "template": "select_pid", "params": {"pidfile": "/run/x.pid\n"}}, "params.pidfile"),
+    ({"name": "ok", "template": "select_pid", "params": {"pidfile": "/run/x*/y"}}, "params.pidfile"),
+    ({"name": "ok", "template": "select_pid", "params": {"unit": "a.service", "pidfile": "/run/a"}}, "params"),
+    ({"name": "ok", "template": "select_pid", "params": {}}, "params"),
+    ({"name": "ok", "template": "cgroup_priority", "params": {"priorities": []}}, "params.priorities"),
+    ({"name": "ok", "template": "cgroup_priority",
+      "params": {"priorities": [{"cgroup": "a.slice", "priority": -1}]}}, "params.priorities[0].priority"),
+    ({"name": "ok", "template": "cgroup_priority",
+      "params": {"priorities": [{"cgroup": "a.slice", "priority": 10**12}]}}, "params.priorities[0].priority"),
+    ({"name": "ok", "template": "cgroup_priority",
+      "params": {"priorities": [{"cgroup": "a.slice"}]}}, "params.priorities[0]"),
+    ({"name": "ok", "template": "cgroup_priority",
+      "params": {"priorities": [{"cgroup": "a.slice", "priority": 1}, {"cgroup": "a.slice", "priority": 2}]}},
+     "params.priorities"),
+    ({"name": "ok", "template": "cgroup_priority",
+      "params": {"priorities": [{"cgroup": "a.slice", "priority": 1}], "default_priority": "high"}},
+     "params.default_priority"),
+    ({"name": "ok", "template": PA, "template_file": "/tmp/x.j2", "params": {}}, "template"),
+    ({"name": "ok", "template_file": "relative.j2"}, "template_file"),
+    ({"name": "ok", "template_file": "/nonexistent/policy.bpf.c.j2"}, "template_file"),
+]
+
+
+@pytest.mark.parametrize("args, parameter", INJECTIONS,
+                         ids=lambda value: value if isinstance(value, str) else None)
+def test_injection_catalog_is_refused_naming_the_parameter(args, parameter, tmp_path):
+    with pytest.raises(PolicyError) as refused:
+        catalog.validate(args)
+    assert str(refused.value).startswith(f"{parameter}:"), str(refused.value)
+    assert list(tmp_path.iterdir()) == []       # validation writes nothing
+
+
+def test_custom_params_are_checked(tmp_path):
+    template = tmp_path / "mine.bpf.c.j2"
+    template.write_text('{% extends "frame.bpf.c.j2" %}\n')
+    for params, parameter in (({"Bad-Key": 1}, "params"), ({"x": 2**40}, "params.x"),
+                              ({"x": "a\nb"}, "params.x"), ({"x": [1]}, "params.x")):
+        with pytest.raises(PolicyError, match=f"^{parameter}:"):
+            catalog.validate({"name": "mine", "template_file": str(template), "params": params})
