@@ -42,7 +42,8 @@ class ActionModule(ActionBase):
                     "host_params": policy_catalog.host_params(spec)}
         cache_dir = os.path.expanduser(args.get("cache_dir") or policy_compile.default_cache_dir())
         try:
-            tools = policy_compile.toolchain(args.get("clang", "clang"))
+            tools = policy_compile.toolchain(args.get("clang", "clang"), cache_dir,
+                                             remember=not self._task.check_mode)
             key = policy_compile.cache_key(source, tools)
             cached = policy_compile.lookup(cache_dir, key)
             if self._task.check_mode:

@@ -37,8 +37,14 @@ def default_cache_dir() -> str:
     return os.path.join(os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "bpfoom", "objects")
 
 
-def toolchain(clang: str = "clang") -> dict:
-    """Find clang and libbpf's headers, or fail once, naming the packages to install."""
+def toolchain(clang: str = "clang", cache_dir: str = None, remember: bool = True) -> dict:
+    """Find clang and libbpf's headers, or fail once, naming the packages to install.
+
+    The compiler's version is part of every cache key. It is asked once per
+    compiler binary (path, size, mtime) and remembered in the cache (unless
+    remember is false: check mode writes nothing), so a fleet-wide build runs
+    clang only to compile.
+    """
     missing = []
     clang_path = shutil.which(clang)
     if clang_path is None:
@@ -48,9 +54,27 @@ def toolchain(clang: str = "clang") -> dict:
     if missing:
         raise CompileError(f"the controller cannot compile BPF policies: install {' '.join(missing)} "
                            f"(Debian: apt-get install {' '.join(missing)}) where ansible-playbook runs")
-    version = subprocess.run([clang_path, "--version"], capture_output=True, text=True, check=False,
-                             env=dict(os.environ, LANG="C")).stdout.splitlines()[0]
-    return {"clang": clang_path, "version": version}
+    cache_dir = cache_dir or default_cache_dir()
+    stat = os.stat(clang_path)
+    identity = hashlib.sha256(f"{clang_path} {stat.st_size} {stat.st_mtime_ns}".encode()).hexdigest()[:16]
+    record = os.path.join(cache_dir, f"compiler-{identity}.txt")
+    if not remember and not os.path.exists(record):
+        return {"clang": clang_path, "version": _clang_version(clang_path)}
+    os.makedirs(cache_dir, exist_ok=True)
+    with open(record + ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not os.path.exists(record):
+            with open(record + ".tmp", "w") as handle:
+                handle.write(_clang_version(clang_path))
+            os.replace(record + ".tmp", record)
+    with open(record) as handle:
+        return {"clang": clang_path, "version": handle.read().strip()}
+
+
+def _clang_version(clang_path: str) -> str:
+    output = subprocess.run([clang_path, "--version"], capture_output=True, text=True, check=False,
+                            env=dict(os.environ, LANG="C")).stdout
+    return output.splitlines()[0] if output else "unknown"
 
 
 def cache_key(source: str, tools: dict) -> str:

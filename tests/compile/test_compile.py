@@ -27,7 +27,7 @@ def test_every_example_compiles(example, tmp_path):
     spec = policy_catalog.validate(EXAMPLES[example])
     source, policy_hash = policy_catalog.render(spec, _jinja_render)
     manifest, compiled = policy_compile.build(source, {"name": spec["name"], "hash": policy_hash},
-                                              str(tmp_path), policy_compile.toolchain())
+                                              str(tmp_path), policy_compile.toolchain("clang", str(tmp_path)))
     assert compiled
     data = (tmp_path / manifest["key"] / "policy.bpf.o").read_bytes()
     assert data[:4] == b"\x7fELF"

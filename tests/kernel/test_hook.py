@@ -4,7 +4,11 @@ Every scenario is a memcg OOM (safe: it never threatens the host) with three
 processes started in order, so the kernel scans them in that order:
 hog_a holds 60 MiB, hog_b 10 MiB, and hog_c pushes the 96 MiB cgroup over its
 limit at about 25 MiB of its 30. Left alone, the kernel kills hog_a (the
-largest). Whichever one dies, the other two then fit: one OOM, one report.
+largest). Whichever one dies, the other two then fit. A raw test policy that
+SELECTs a task also re-selects it while it is still dying (the hook runs
+before the kernel's "already a victim" check), so one kill may come with a
+few reports: the tests compare the set of names. The catalog's frame leaves
+dying victims to the kernel.
 """
 
 import re
@@ -45,14 +49,14 @@ def test_policy_picks_its_victim_and_names_itself(patched_host, policy):
                                on_other="BPF_EVAL_NEXT"), "prefer_b")
     outcome = patched_host.oom(LIMIT_MIB, HOGS)
     assert outcome["killed"] == ["hog_b"], outcome
-    assert outcome["policy_names"] == ["prefer_b"], outcome
+    assert set(outcome["policy_names"]) == {"prefer_b"}, outcome
 
 
 def test_no_bpf_policy_falls_back_to_the_kernel(patched_host, policy):
     patched_host.attach(policy("fallthrough"), "fallthrough")
     outcome = patched_host.oom(LIMIT_MIB, HOGS)
     assert outcome["killed"] == ["hog_a"], outcome
-    assert outcome["policy_names"] == ["fallthrough"], outcome
+    assert set(outcome["policy_names"]) == {"fallthrough"}, outcome
 
 
 def test_next_skips_a_task(patched_host, policy):
@@ -98,7 +102,7 @@ def test_policy_name_is_truncated_to_15_characters(patched_host, policy):
                                on_other="BPF_EVAL_NEXT"), "long_name")
     outcome = patched_host.oom(LIMIT_MIB, HOGS)
     assert outcome["killed"] == ["hog_b"], outcome
-    assert outcome["policy_names"] == ["abcdefghijklmno"], outcome
+    assert set(outcome["policy_names"]) == {"abcdefghijklmno"}, outcome
 
 
 def test_two_policies_attached_the_newest_decides(patched_host, policy):
@@ -115,12 +119,12 @@ def test_two_policies_attached_the_newest_decides(patched_host, policy):
                                on_other="BPF_EVAL_NEXT"), "second")
     outcome = patched_host.oom(LIMIT_MIB, HOGS)
     assert outcome["killed"] == ["hog_b"], outcome
-    assert outcome["policy_names"] == ["first_a"], outcome
+    assert set(outcome["policy_names"]) == {"first_a"}, outcome
 
     patched_host.detach("first")
     outcome = patched_host.oom(LIMIT_MIB, HOGS)
     assert outcome["killed"] == ["hog_b"], outcome
-    assert outcome["policy_names"] == ["second_b"], outcome
+    assert set(outcome["policy_names"]) == {"second_b"}, outcome
 
 
 def test_unpatched_kernel_refuses_with_hook_missing(unpatched_host, policy):
