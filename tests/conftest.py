@@ -1,6 +1,6 @@
 """Shared by every test tier.
 
-- The lab tools are importable as `fleetlab`.
+- The lab tools are importable as `fleetlab`, the policy helpers as `policytools`.
 - The collection is importable as `ansible_collections.bpfoom.fleet`, the
   way Ansible loads it, through build/collections (a link to this checkout).
 """
@@ -13,6 +13,7 @@ REPO = Path(__file__).resolve().parent.parent
 COLLECTIONS = REPO / "build" / "collections"
 
 sys.path.insert(0, str(REPO / "tests" / "lab"))
+sys.path.insert(0, str(REPO / "tests"))          # policytools
 
 _link = COLLECTIONS / "ansible_collections" / "bpfoom" / "fleet"
 if not _link.exists():

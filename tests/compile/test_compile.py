@@ -9,27 +9,19 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ansible_collections.bpfoom.fleet.plugins.plugin_utils import policy_catalog, policy_compile
+from ansible_collections.bpfoom.fleet.plugins.plugin_utils import policy_compile
+from policytools import EXAMPLES, build_policy
 
 HERE = Path(__file__).resolve().parent
-EXAMPLES = yaml.safe_load((HERE.parent / "policy_examples.yml").read_text())
-
-
-def _jinja_render(path, variables):
-    import jinja2
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader([os.path.dirname(path), policy_catalog.BPF_TEMPLATE_DIR]),
-                             trim_blocks=True, lstrip_blocks=True, undefined=jinja2.StrictUndefined)
-    return env.get_template(os.path.basename(path)).render(variables)
 
 
 @pytest.mark.parametrize("example", sorted(EXAMPLES))
 def test_every_example_compiles(example, tmp_path):
-    spec = policy_catalog.validate(EXAMPLES[example])
-    source, policy_hash = policy_catalog.render(spec, _jinja_render)
-    manifest, compiled = policy_compile.build(source, {"name": spec["name"], "hash": policy_hash},
-                                              str(tmp_path), policy_compile.toolchain("clang", str(tmp_path)))
-    assert compiled
-    data = (tmp_path / manifest["key"] / "policy.bpf.o").read_bytes()
+    entry = build_policy(EXAMPLES[example], tmp_path)
+    manifest = json.loads((entry / "manifest.json").read_text())
+    policy_hash = manifest["hash"]
+    assert manifest["object_sha256"] == policy_compile.sha256_file(str(entry / "policy.bpf.o"))
+    data = (entry / "policy.bpf.o").read_bytes()
     assert data[:4] == b"\x7fELF"
     for section in (b"fmod_ret/bpf_oom_evaluate_task", b"fentry/bpf_set_policy_name", b".BTF"):
         assert section in data

@@ -7,6 +7,7 @@ directory, so it never touches a fleet a developer has up, and it is stopped
 
 import json
 import os
+import shlex
 import subprocess
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import pytest
 from fleetlab import common, fleet
 
 HERE = Path(__file__).resolve().parent
+AGENT_FILES = common.REPO_ROOT / "roles" / "agent" / "files"
 GUEST_DIR = "/root/bpfoom-test"
 PIN_ROOT = "/sys/fs/bpf/bpfoom-test"
 CORE_INCLUDE = common.REPO_ROOT / "templates" / "bpf" / "include"
@@ -94,12 +96,38 @@ class LabHost:
         """The links pinned under pin_name, read back from the kernel (link info)."""
         return json.loads(self.run(f"python3 {GUEST_DIR}/bpfload.py links {PIN_ROOT}/{pin_name}").stdout)
 
-    def oom(self, limit_mib, hogs, timeout=20):
-        """Run one memcg OOM scenario (see guest/oom_scenario.py) and return its outcome."""
-        specs = " ".join(f"{name}={mib}" for name, mib in hogs)
-        result = self.run(f"python3 {GUEST_DIR}/oom_scenario.py {GUEST_DIR}/memhog {limit_mib} "
+    def oom(self, limit_mib, hogs, timeout=20, before_trigger=None):
+        """Run one memcg OOM scenario (see guest/oom_scenario.py) and return its outcome.
+
+        hogs: (name, MiB) or (name, MiB, child cgroup) in start order, the trigger last.
+        """
+        specs = " ".join(f"{hog[0]}={hog[1]}" + (f"@{hog[2]}" if len(hog) > 2 else "") for hog in hogs)
+        option = f"--before-trigger {shlex.quote(before_trigger)} " if before_trigger else ""
+        result = self.run(f"python3 {GUEST_DIR}/oom_scenario.py {option}{GUEST_DIR}/memhog {limit_mib} "
                           f"{timeout} {specs}", timeout=timeout + 120)
         return json.loads(result.stdout)
+
+    def install_agent(self):
+        """bpfoomctl as the agent role installs it (the program and its shim)."""
+        self.run("install -d -m 0755 /usr/local/lib/bpfoom")
+        fleet.copy_to(self.host, AGENT_FILES / "bpfoomctl.py", "/usr/local/lib/bpfoom/bpfoomctl.py")
+        fleet.copy_to(self.host, AGENT_FILES / "bpfoomctl", "/usr/local/sbin/bpfoomctl")
+        self.run("chmod 0644 /usr/local/lib/bpfoom/bpfoomctl.py; chmod 0755 /usr/local/sbin/bpfoomctl")
+
+    def upload_policy(self, entry: Path) -> str:
+        """Copy a built policy (policy.bpf.o, manifest.json) to the host; return its directory there."""
+        remote = f"/var/lib/bpfoom/incoming/{entry.name}"
+        self.run(f"install -d -m 0700 /var/lib/bpfoom /var/lib/bpfoom/incoming {remote}")
+        for name in ("policy.bpf.o", "manifest.json"):
+            fleet.copy_to(self.host, entry / name, f"{remote}/{name}")
+        return remote
+
+    def bpfoomctl(self, command, check=True):
+        result = self.run(f"bpfoomctl {command}", check=False)
+        if check and result.returncode != 0:
+            raise AssertionError(f"{self.name}: bpfoomctl {command} exited {result.returncode}: "
+                                 f"{result.stderr}{result.stdout}")
+        return json.loads(result.stdout) if result.stdout.strip().startswith("{") else result
 
 
 def build_policy(out_dir: Path, name: str, target: str = "none", on_target: str = "NO_BPF_POLICY",
@@ -120,3 +148,18 @@ def policy(tmp_path):
     def make(name, **kwargs):
         return build_policy(tmp_path, name, **kwargs)
     return make
+
+
+@pytest.fixture(scope="session")
+def policy_cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("objects")
+
+
+@pytest.fixture
+def agent_host(_patched):
+    """hook1 with bpfoomctl installed and no policy attached before or after the test."""
+    _patched.install_agent()
+    _patched.detach_all()
+    _patched.bpfoomctl("detach")
+    yield _patched
+    _patched.bpfoomctl("detach")

@@ -98,6 +98,30 @@ struct oom_control {
 	long chosen_points;
 } __attribute__((preserve_access_index));
 
+/*
+ * The layout user space reads (bpfoomctl): keep in step with its parsers.
+ */
+struct bpfoom_identity {
+	char name[BPFOOM_POLICY_NAME_LEN];
+	char hash[65];                  /* sha256 of the rendered source, hex */
+};
+
+struct bpfoom_counters {
+	__u64 evaluations;              /* calls of the evaluate program */
+	__u64 selections;               /* BPF_EVAL_SELECT verdicts */
+};
+
+/* One ring-buffer event per task a policy selected (it replaced oc->chosen). */
+struct bpfoom_event {
+	__u32 pid;
+	__u32 displaced_pid;            /* 0: no victim had been chosen yet */
+	__s32 rank;
+	__s32 displaced_rank;
+	__u64 cgroup_id;
+	char comm[BPFOOM_COMM_LEN];
+	char displaced_comm[BPFOOM_COMM_LEN];
+};
+
 /* The kfunc of the hook series: names the policy in the kernel's OOM report. */
 extern void set_oom_policy_name(struct oom_control *oc, const char *name, size_t name__sz) __attribute__((section(".ksyms")));
 

@@ -2,25 +2,11 @@
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
-import jinja2
 import pytest
-import yaml
+from policytools import EXAMPLES, jinja_render
 
 from ansible_collections.bpfoom.fleet.plugins.plugin_utils import policy_catalog as catalog
 from ansible_collections.bpfoom.fleet.plugins.plugin_utils.policy_catalog import PolicyError
-
-EXAMPLES = yaml.safe_load((Path(__file__).resolve().parents[3] / "policy_examples.yml").read_text())
-
-
-def jinja_render(path, variables):
-    """The unit tests' renderer: plain Jinja with the options the action plugin gives the templar."""
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader([os.path.dirname(path), catalog.BPF_TEMPLATE_DIR]),
-                             trim_blocks=True, lstrip_blocks=True, undefined=jinja2.StrictUndefined,
-                             keep_trailing_newline=True)
-    return env.get_template(os.path.basename(path)).render(variables)
 
 
 def render(args):

@@ -1,0 +1,636 @@
+# Copyright: bpfoom.fleet contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""bpfoomctl: attach, verify and inspect this host's BPF OOM policy.
+
+  bpfoomctl apply POLICY_DIR   attach POLICY_DIR/policy.bpf.o (checked against its manifest.json),
+                               then detach the previous policy (make-before-break)
+  bpfoomctl boot               re-apply the desired policy (the systemd unit's start)
+  bpfoomctl detach             detach every bpfoom policy: the kernel's own choice again
+  bpfoomctl rollback           re-apply the last policy that verified before the current one
+  bpfoomctl status             what the kernel holds: hook, links, programs, policy names, counters
+  bpfoomctl events [--once]    one journal entry per task the policy selected
+
+Every command prints JSON on stdout. Python standard library and libbpf1
+(through ctypes) only: no compiler, no headers, no bcc on the host.
+Installed as /usr/local/lib/bpfoom/bpfoomctl.py (so Python caches its
+bytecode) and started by the /usr/local/sbin/bpfoomctl shim.
+Exit codes: 0 ok; 1 failed; 3 the kernel lacks the hook; 4 the verifier
+rejected the policy; 5 the object does not match its manifest; 6 an unsafe
+file or directory; 7 bpffs or libbpf missing.
+"""
+
+import ctypes
+import errno
+import fcntl
+import hashlib
+import json
+import os
+import sys
+import time
+
+STATE_DIR = "/var/lib/bpfoom"
+POLICY_STORE = os.path.join(STATE_DIR, "policies")
+DESIRED_FILE = os.path.join(STATE_DIR, "desired")          # hash of the policy to run
+GOOD_FILE = os.path.join(STATE_DIR, "last-known-good")     # hashes that verified, newest last
+BPFFS = "/sys/fs/bpf"
+PIN_ROOT = os.path.join(BPFFS, "bpfoom")
+LOCK_FILE = "/run/bpfoom.lock"
+JOURNAL_SOCKET = "/run/systemd/journal/socket"
+
+HOOK_FUNCTIONS = ("bpf_oom_evaluate_task", "bpf_set_policy_name", "set_oom_policy_name")
+PROGRAM_PINS = {"bpfoom_evaluate_task": "evaluate", "bpfoom_set_policy_name": "name"}
+EXPECTED_LINKS = {"evaluate": ("modify_return", "bpf_oom_evaluate_task"),
+                  "name": ("trace_fentry", "bpf_set_policy_name")}
+ATTACH_TYPES = {24: "trace_fentry", 25: "trace_fexit", 26: "modify_return"}
+BTF_KIND_FUNC = 12
+BPF_FS_MAGIC = 0xCAFE4A11
+LIBBPF_MIN = (1, 0)
+
+
+class Failure(Exception):
+    """A failure with an exit code and a message saying what to do."""
+
+    def __init__(self, code, message):
+        super().__init__(message)
+        self.code = code
+
+
+# --- libbpf through ctypes -------------------------------------------------
+
+def _load_libbpf():
+    try:
+        lib = ctypes.CDLL("libbpf.so.1", use_errno=True)
+    except OSError:
+        raise Failure(7, "libbpf.so.1 not found: install libbpf1 (apt-get install libbpf1)") from None
+    vp, cp, u32 = ctypes.c_void_p, ctypes.c_char_p, ctypes.c_uint32
+    for name, restype, argtypes in (
+        ("libbpf_major_version", u32, []), ("libbpf_minor_version", u32, []),
+        ("libbpf_set_print", vp, [vp]),
+        ("bpf_object__open_file", vp, [cp, vp]), ("bpf_object__load", ctypes.c_int, [vp]),
+        ("bpf_object__close", None, [vp]),
+        ("bpf_object__next_program", vp, [vp, vp]), ("bpf_program__name", cp, [vp]),
+        ("bpf_program__attach", vp, [vp]), ("bpf_link__pin", ctypes.c_int, [vp, cp]),
+        ("bpf_object__find_map_by_name", vp, [vp, cp]), ("bpf_map__fd", ctypes.c_int, [vp]),
+        ("bpf_map__pin", ctypes.c_int, [vp, cp]),
+        ("bpf_map_update_elem", ctypes.c_int, [ctypes.c_int, vp, vp, ctypes.c_uint64]),
+        ("bpf_map_lookup_elem", ctypes.c_int, [ctypes.c_int, vp, vp]),
+        ("bpf_obj_get", ctypes.c_int, [cp]),
+        ("bpf_obj_get_info_by_fd", ctypes.c_int, [ctypes.c_int, vp, ctypes.POINTER(u32)]),
+        ("bpf_link_get_next_id", ctypes.c_int, [u32, ctypes.POINTER(u32)]),
+        ("bpf_link_get_fd_by_id", ctypes.c_int, [u32]),
+        ("bpf_prog_get_fd_by_id", ctypes.c_int, [u32]),
+        ("bpf_map_get_fd_by_id", ctypes.c_int, [u32]),
+        ("btf__load_vmlinux_btf", vp, []),
+        ("btf__find_by_name_kind", ctypes.c_int, [vp, cp, ctypes.c_uint]),
+        ("btf__type_by_id", ctypes.POINTER(u32), [vp, ctypes.c_uint]),
+        ("btf__name_by_offset", cp, [vp, ctypes.c_uint]),
+        ("ring_buffer__new", vp, [ctypes.c_int, vp, vp, vp]),
+        ("ring_buffer__poll", ctypes.c_int, [vp, ctypes.c_int]),
+    ):
+        function = getattr(lib, name)
+        function.restype, function.argtypes = restype, argtypes
+    return lib
+
+
+LIBBPF = None
+LIBBPF_LOG = []
+# libbpf's print callback: (level, format, va_list); vsnprintf formats it.
+_PRINT_FN = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_void_p)
+_LIBC = ctypes.CDLL(None)
+_LIBC.vsnprintf.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_char_p, ctypes.c_void_p]
+
+
+@_PRINT_FN
+def _collect_libbpf_output(level, fmt, args):
+    buffer = ctypes.create_string_buffer(4096)
+    _LIBC.vsnprintf(buffer, len(buffer), fmt, args)
+    LIBBPF_LOG.append(buffer.value.decode(errors="replace"))
+    return 0
+
+
+def libbpf():
+    global LIBBPF
+    if LIBBPF is None:
+        LIBBPF = _load_libbpf()
+        LIBBPF.libbpf_set_print(ctypes.cast(_collect_libbpf_output, ctypes.c_void_p))
+    return LIBBPF
+
+
+def _errno_text():
+    return os.strerror(ctypes.get_errno() or errno.EINVAL)
+
+
+def _info(fd, size=256):
+    """bpf_obj_get_info_by_fd into a zeroed buffer of u32 words."""
+    info = (ctypes.c_uint32 * (size // 4))()
+    length = ctypes.c_uint32(size)
+    if libbpf().bpf_obj_get_info_by_fd(fd, info, ctypes.byref(length)) != 0:
+        raise Failure(1, f"reading BPF object info failed: {_errno_text()}")
+    return info
+
+
+# --- what the kernel holds -------------------------------------------------
+
+_VMLINUX_BTF = []
+
+
+def vmlinux_btf():
+    """The kernel's BTF, parsed once per run (it is megabytes)."""
+    if not _VMLINUX_BTF:
+        _VMLINUX_BTF.append(libbpf().btf__load_vmlinux_btf())
+    return _VMLINUX_BTF[0]
+
+
+def missing_hook_functions():
+    btf = vmlinux_btf()
+    if not btf:
+        return list(HOOK_FUNCTIONS)
+    return [name for name in HOOK_FUNCTIONS
+            if libbpf().btf__find_by_name_kind(btf, name.encode(), BTF_KIND_FUNC) < 0]
+
+
+def bpffs_mounted():
+    with open("/proc/mounts") as mounts:
+        return any(line.split()[1:3] == [BPFFS, "bpf"] for line in mounts)
+
+
+def libbpf_version():
+    return (libbpf().libbpf_major_version(), libbpf().libbpf_minor_version())
+
+
+def link_info(fd, btf):
+    """type, ids and, for tracing links, the attach type and the target function's name."""
+    words = _info(fd)
+    # struct bpf_link_info: type, id, prog_id, then the tracing member at offset 16:
+    # attach_type, target_obj_id, target_btf_id.
+    target = None
+    if words[0] == 2 and words[6]:          # BPF_LINK_TYPE_TRACING
+        btf_type = libbpf().btf__type_by_id(btf, words[6])
+        if btf_type:
+            name = libbpf().btf__name_by_offset(btf, btf_type[0])
+            target = name.decode() if name else None
+    return {"link_id": words[1], "prog_id": words[2],
+            "attach_type": ATTACH_TYPES.get(words[4], str(words[4])), "target": target}
+
+
+def _read_map_value(map_id, size):
+    fd = libbpf().bpf_map_get_fd_by_id(map_id)
+    if fd < 0:
+        return None
+    try:
+        key = ctypes.c_uint32(0)
+        value = ctypes.create_string_buffer(size)
+        if libbpf().bpf_map_lookup_elem(fd, ctypes.byref(key), value) != 0:
+            return None
+        return value.raw
+    finally:
+        os.close(fd)
+
+
+def program_info(prog_id):
+    """Tag, name, and the policy identity and counters from the program's own maps."""
+    fd = libbpf().bpf_prog_get_fd_by_id(prog_id)
+    if fd < 0:
+        return {"prog_id": prog_id, "error": _errno_text()}
+    try:
+        map_ids = (ctypes.c_uint32 * 16)()
+        # struct bpf_prog_info: tag at 8 (8 bytes), nr_map_ids at 52, map_ids pointer at 56, name at 64.
+        info = (ctypes.c_uint8 * 256)()
+        ctypes.c_uint32.from_buffer(info, 52).value = 16
+        ctypes.c_uint64.from_buffer(info, 56).value = ctypes.addressof(map_ids)
+        length = ctypes.c_uint32(256)
+        if libbpf().bpf_obj_get_info_by_fd(fd, info, ctypes.byref(length)) != 0:
+            return {"prog_id": prog_id, "error": _errno_text()}
+        result = {"prog_id": prog_id, "tag": bytes(info[8:16]).hex(),
+                  "prog_name": bytes(info[64:80]).split(b"\0")[0].decode()}
+        for index in range(min(ctypes.c_uint32.from_buffer(info, 52).value, 16)):
+            map_fd = libbpf().bpf_map_get_fd_by_id(map_ids[index])
+            if map_fd < 0:
+                continue
+            # struct bpf_map_info: name[16] at offset 24
+            map_info = _info(map_fd)
+            os.close(map_fd)
+            map_name = ctypes.string_at(ctypes.addressof(map_info) + 24, 16).split(b"\0")[0].decode(errors="replace")
+            if map_name == ".rodata.id":
+                raw = _read_map_value(map_ids[index], 81)
+                if raw:
+                    result["policy_name"] = raw[:16].split(b"\0")[0].decode(errors="replace")
+                    result["policy_hash"] = raw[16:81].split(b"\0")[0].decode(errors="replace")
+            elif map_name == ".data.counters":
+                raw = _read_map_value(map_ids[index], 16)
+                if raw:
+                    result["evaluations"] = int.from_bytes(raw[:8], "little")
+                    result["selections"] = int.from_bytes(raw[8:16], "little")
+        return result
+    finally:
+        os.close(fd)
+
+
+def hook_links(btf):
+    """Every link attached to the hook, ours or not, from the kernel's list of links."""
+    links, next_id = [], ctypes.c_uint32(0)
+    while libbpf().bpf_link_get_next_id(next_id.value, ctypes.byref(next_id)) == 0:
+        fd = libbpf().bpf_link_get_fd_by_id(next_id.value)
+        if fd < 0:
+            continue
+        try:
+            info = link_info(fd, btf)
+        finally:
+            os.close(fd)
+        if info["target"] in HOOK_FUNCTIONS:
+            links.append(info)
+    return links
+
+
+def pinned_policies():
+    """{policy hash: {pin role: link id}} of the policies this agent pinned."""
+    result = {}
+    if not os.path.isdir(PIN_ROOT):
+        return result
+    for policy_hash in sorted(os.listdir(PIN_ROOT)):
+        pins = {}
+        for role in EXPECTED_LINKS:
+            fd = libbpf().bpf_obj_get(os.path.join(PIN_ROOT, policy_hash, role).encode())
+            if fd >= 0:
+                pins[role] = _info(fd)[1]
+                os.close(fd)
+        result[policy_hash] = pins
+    return result
+
+
+def status():
+    missing = missing_hook_functions()
+    report = {
+        "kernel_release": os.uname().release,
+        "hook": not missing,
+        "hook_functions": {name: name not in missing for name in HOOK_FUNCTIONS},
+        "bpffs": bpffs_mounted(),
+        "libbpf_version": "%d.%d" % libbpf_version(),
+        "desired_hash": _read(DESIRED_FILE),
+        "last_known_good": _good_list(),
+        "policies": [],
+    }
+    if missing:
+        return report
+    btf = vmlinux_btf()
+    if not btf:
+        raise Failure(3, "this kernel exposes no BTF (/sys/kernel/btf/vmlinux): it cannot run BPF OOM policies")
+    links = hook_links(btf)
+    pinned = pinned_policies()
+    by_link = {link_id: (policy_hash, role) for policy_hash, pins in pinned.items() for role, link_id in pins.items()}
+    policies = {}
+    for link in links:
+        prog = program_info(link["prog_id"])
+        key = prog.get("policy_hash") or f"prog-{link['prog_id']}"
+        entry = policies.setdefault(key, {"policy_name": prog.get("policy_name"), "policy_hash": prog.get("policy_hash"),
+                                          "managed": False, "links": []})
+        owner = by_link.get(link["link_id"])
+        entry["managed"] = entry["managed"] or bool(owner and owner[0] == prog.get("policy_hash"))
+        entry["links"].append(dict(link, **{k: v for k, v in prog.items() if k != "prog_id"}))
+        for counter in ("evaluations", "selections"):
+            if counter in prog:
+                entry[counter] = prog[counter]
+    for entry in policies.values():
+        entry["attached"] = sorted(l["target"] for l in entry["links"]) == ["bpf_oom_evaluate_task", "bpf_set_policy_name"]
+    report["policies"] = sorted(policies.values(), key=lambda p: min(l["link_id"] for l in p["links"]))
+    current = [p for p in report["policies"] if p["managed"] and p["attached"]]
+    report["attached_policy"] = ({"policy_name": current[-1]["policy_name"], "policy_hash": current[-1]["policy_hash"]}
+                                 if current else None)
+    return report
+
+
+# --- applying --------------------------------------------------------------
+
+def _read(path):
+    try:
+        with open(path) as handle:
+            return handle.read().strip() or None
+    except FileNotFoundError:
+        return None
+
+
+def _write(path, text):
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    with open(path + ".tmp", "w") as handle:
+        handle.write(text + "\n")
+    os.replace(path + ".tmp", path)
+
+
+def _good_list():
+    text = _read(GOOD_FILE)
+    return text.split() if text else []
+
+
+def _check_safe(path):
+    """Refuse a file or directory that others could have written (up to /)."""
+    current = os.path.abspath(path)
+    while True:
+        info = os.lstat(current)
+        if info.st_mode & 0o002:
+            raise Failure(6, f"{current} is world-writable: refusing to load a policy others could have replaced "
+                             f"(fix with chmod o-w {current})")
+        if info.st_uid != 0 and current != "/":
+            raise Failure(6, f"{current} is not owned by root: refusing to load a policy others could have replaced")
+        if current == "/":
+            return
+        current = os.path.dirname(current)
+
+
+def read_manifest(policy_dir):
+    obj, manifest_path = os.path.join(policy_dir, "policy.bpf.o"), os.path.join(policy_dir, "manifest.json")
+    for path in (obj, manifest_path):
+        if not os.path.isfile(path):
+            raise Failure(1, f"{path} is missing: copy the policy built by bpfoom.fleet.policy_build")
+        _check_safe(path)
+    with open(manifest_path) as handle:
+        manifest = json.load(handle)
+    with open(obj, "rb") as handle:
+        actual = hashlib.sha256(handle.read()).hexdigest()
+    if actual != manifest.get("object_sha256"):
+        raise Failure(5, f"{obj} has sha256 {actual}, its manifest says {manifest.get('object_sha256')}: "
+                         "refusing it; rebuild and copy the policy again")
+    return manifest
+
+
+def preflight():
+    missing = missing_hook_functions()
+    if missing:
+        raise Failure(3, f"this kernel ({os.uname().release}) has no BPF OOM hook: {', '.join(missing)} "
+                         "not in its BTF; boot a kernel carrying the bpf_oom_evaluate_task series")
+    if not bpffs_mounted():
+        raise Failure(7, f"bpffs is not mounted on {BPFFS}: mount it (mount -t bpf bpf {BPFFS}) "
+                         "or let systemd do it (sys-fs-bpf.mount)")
+    if libbpf_version() < LIBBPF_MIN:
+        raise Failure(7, "libbpf %d.%d is too old: bpfoomctl needs libbpf 1.0 or newer (libbpf1)" % libbpf_version())
+
+
+def resolve_target_pid(spec):
+    """select_pid: the PID to prefer, from a unit's MainPID or a pidfile (None if not running)."""
+    if "unit" in spec:
+        import subprocess  # only select_pid needs it: keep it off every other command's start-up
+        result = subprocess.run(["systemctl", "show", "--property", "MainPID", "--value", spec["unit"]],
+                                capture_output=True, text=True, check=False)
+        pid = int(result.stdout.strip() or 0)
+        return pid or None
+    try:
+        with open(spec["pidfile"]) as handle:
+            return int(handle.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _verifier_tail(lines=25):
+    text = "".join(LIBBPF_LOG).splitlines()
+    return "\n".join(text[-lines:])
+
+
+def load_and_pin(policy_dir, manifest, pin_dir):
+    """Load the object, fill its host parameters, attach both programs and pin the links."""
+    lib = libbpf()
+    del LIBBPF_LOG[:]
+    obj = lib.bpf_object__open_file(os.path.join(policy_dir, "policy.bpf.o").encode(), None)
+    if not obj:
+        raise Failure(1, f"libbpf cannot open {policy_dir}/policy.bpf.o: {_errno_text()}\n{_verifier_tail()}")
+    notes = []
+    try:
+        if lib.bpf_object__load(obj) != 0:
+            raise Failure(4, f"the kernel's verifier rejected policy {manifest['name']!r} "
+                             f"({_errno_text()}); last lines of its log:\n{_verifier_tail()}")
+        target = manifest.get("host_params", {}).get("target_pid")
+        if target:
+            pid = resolve_target_pid(target)
+            if pid is None:
+                notes.append(f"target {target} is not running: the policy prefers no process")
+            else:
+                map_ptr = lib.bpf_object__find_map_by_name(obj, b"bpfoom_target_pids")
+                key, value = ctypes.c_uint32(pid), ctypes.c_uint8(1)
+                if not map_ptr or lib.bpf_map_update_elem(lib.bpf_map__fd(map_ptr), ctypes.byref(key),
+                                                          ctypes.byref(value), 0) != 0:
+                    raise Failure(1, f"cannot record the target PID {pid}: {_errno_text()}")
+                notes.append(f"target {target}: PID {pid}")
+        os.makedirs(pin_dir, mode=0o700)
+        prog = lib.bpf_object__next_program(obj, None)
+        while prog:
+            name = lib.bpf_program__name(prog).decode()
+            role = PROGRAM_PINS.get(name)
+            if role is None:
+                raise Failure(1, f"unexpected program {name} in the policy: it was not built by bpfoom.fleet")
+            link = lib.bpf_program__attach(prog)
+            if not link:
+                raise Failure(1, f"attaching {name} failed: {_errno_text()}\n{_verifier_tail()}")
+            if lib.bpf_link__pin(link, os.path.join(pin_dir, role).encode()) != 0:
+                raise Failure(1, f"pinning {name} in {pin_dir} failed: {_errno_text()}")
+            prog = lib.bpf_object__next_program(obj, prog)
+        events = lib.bpf_object__find_map_by_name(obj, b"bpfoom_events")
+        if events and lib.bpf_map__pin(events, os.path.join(pin_dir, "events").encode()) != 0:
+            raise Failure(1, f"pinning the events map failed: {_errno_text()}")
+    finally:
+        # Pinned links stay attached; closing the object drops only this process's references.
+        lib.bpf_object__close(obj)
+    return notes
+
+
+def unpin(pin_dir):
+    if os.path.isdir(pin_dir):
+        for name in os.listdir(pin_dir):
+            os.unlink(os.path.join(pin_dir, name))
+        os.rmdir(pin_dir)
+
+
+def verify(policy_hash, manifest):
+    """The kernel holds both links of this policy, on the right functions, with the right name."""
+    report = status()
+    for policy in report["policies"]:
+        if policy["policy_hash"] == policy_hash and policy["managed"]:
+            if not policy["attached"]:
+                raise Failure(1, f"policy {manifest['name']} is only partly attached: "
+                                 f"{[l['target'] for l in policy['links']]}")
+            if policy["policy_name"] != manifest["name"]:
+                raise Failure(1, f"the kernel reports name {policy['policy_name']!r}, expected {manifest['name']!r}")
+            return report
+    raise Failure(1, f"policy {manifest['name']} ({policy_hash[:12]}) is not attached after applying it")
+
+
+class Lock:
+    """One apply, detach or rollback at a time on this host."""
+
+    def __enter__(self):
+        self.handle = open(LOCK_FILE, "w")
+        fcntl.flock(self.handle, fcntl.LOCK_EX)
+        return self
+
+    def __exit__(self, *exc):
+        fcntl.flock(self.handle, fcntl.LOCK_UN)
+        self.handle.close()
+
+
+def store(policy_dir, manifest):
+    """Keep the policy in the agent's store (by hash): boot and rollback re-apply it from there."""
+    target = policy_dir_of(manifest["hash"])
+    if os.path.abspath(policy_dir) == target:
+        return target
+    os.makedirs(POLICY_STORE, mode=0o700, exist_ok=True)
+    staging = target + ".new"
+    if os.path.isdir(staging):
+        for name in os.listdir(staging):
+            os.unlink(os.path.join(staging, name))
+        os.rmdir(staging)
+    os.makedirs(staging, mode=0o700)
+    for name in ("policy.bpf.o", "manifest.json"):
+        with open(os.path.join(policy_dir, name), "rb") as source, open(os.path.join(staging, name), "wb") as copy:
+            copy.write(source.read())
+    if os.path.isdir(target):
+        for name in os.listdir(target):
+            os.unlink(os.path.join(target, name))
+        os.rmdir(target)
+    os.rename(staging, target)
+    return target
+
+
+def apply(policy_dir):
+    manifest = read_manifest(policy_dir)
+    policy_hash = manifest["hash"]
+    with Lock():
+        preflight()
+        policy_dir = store(policy_dir, manifest)
+        before = status()
+        attached = before["attached_policy"]
+        if attached and attached["policy_hash"] == policy_hash:
+            _write(DESIRED_FILE, policy_hash)
+            others = [h for h in pinned_policies() if h != policy_hash]
+            for other in others:           # leftovers of an interrupted swap
+                unpin(os.path.join(PIN_ROOT, other))
+            return {"changed": bool(others), "policy_name": manifest["name"], "policy_hash": policy_hash,
+                    "previous": attached, "notes": ["already attached"], "status": status()}
+        os.makedirs(PIN_ROOT, mode=0o700, exist_ok=True)
+        pin_dir = os.path.join(PIN_ROOT, policy_hash)
+        unpin(pin_dir)                     # a half-pinned leftover of this same policy
+        try:
+            notes = load_and_pin(policy_dir, manifest, pin_dir)
+            verified = verify(policy_hash, manifest)
+        except BaseException:
+            unpin(pin_dir)                 # nothing half-applied: the previous policy still runs
+            raise
+        # Make-before-break: only now, with the new policy attached and verified, the old one goes.
+        others = [other for other in pinned_policies() if other != policy_hash]
+        for other in others:
+            unpin(os.path.join(PIN_ROOT, other))
+        _write(DESIRED_FILE, policy_hash)
+        good = [h for h in _good_list() if h != policy_hash] + [policy_hash]
+        _write(GOOD_FILE, " ".join(good[-5:]))
+        return {"changed": True, "policy_name": manifest["name"], "policy_hash": policy_hash,
+                "previous": attached, "notes": notes, "status": status() if others else verified}
+
+
+def detach():
+    with Lock():
+        pinned = pinned_policies()
+        for policy_hash in pinned:
+            unpin(os.path.join(PIN_ROOT, policy_hash))
+        if os.path.exists(DESIRED_FILE):
+            os.unlink(DESIRED_FILE)
+        return {"changed": bool(pinned), "detached": sorted(pinned), "status": status()}
+
+
+def policy_dir_of(policy_hash):
+    return os.path.join(POLICY_STORE, policy_hash)
+
+
+def rollback():
+    current = _read(DESIRED_FILE)
+    candidates = [h for h in reversed(_good_list()) if h != current and os.path.isdir(policy_dir_of(h))]
+    if not candidates:
+        raise Failure(1, "no earlier policy that verified on this host: nothing to roll back to "
+                         "(use detach for the kernel's default)")
+    return apply(policy_dir_of(candidates[0]))
+
+
+def boot():
+    """At boot: re-apply the desired policy, or do nothing if none is desired."""
+    desired = _read(DESIRED_FILE)
+    if not desired:
+        return {"changed": False, "notes": ["no policy desired"], "status": status()}
+    return apply(policy_dir_of(desired))
+
+
+# --- events ----------------------------------------------------------------
+
+def journal_send(fields):
+    """One structured entry through journald's native protocol (no python3-systemd needed)."""
+    import socket  # only the events reader needs it
+    payload = "".join(f"{key}={value}\n" for key, value in fields.items()).encode()
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.sendto(payload, JOURNAL_SOCKET)
+
+
+def events(once=False):
+    """Follow the attached policy's ring buffer; re-open it when the policy changes."""
+    callback_type = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t)
+    state = {"policy": None, "count": 0}
+
+    def handle(_ctx, data, size):
+        raw = ctypes.string_at(data, size)
+        policy = state["policy"]
+        event = {"pid": int.from_bytes(raw[0:4], "little"), "displaced_pid": int.from_bytes(raw[4:8], "little"),
+                 "rank": int.from_bytes(raw[8:12], "little", signed=True),
+                 "cgroup_id": int.from_bytes(raw[16:24], "little"),
+                 "comm": raw[24:40].split(b"\0")[0].decode(errors="replace"),
+                 "displaced_comm": raw[40:56].split(b"\0")[0].decode(errors="replace")}
+        displaced = f"{event['displaced_comm']}[{event['displaced_pid']}]" if event["displaced_pid"] else "nothing"
+        journal_send({
+            "MESSAGE": f"bpfoom policy {policy['policy_name']} selected {event['comm']}[{event['pid']}] "
+                       f"(cgroup {event['cgroup_id']}), displacing {displaced}",
+            "PRIORITY": 5, "SYSLOG_IDENTIFIER": "bpfoom",
+            "BPFOOM_POLICY_NAME": policy["policy_name"], "BPFOOM_POLICY_HASH": policy["policy_hash"],
+            "BPFOOM_VICTIM_PID": event["pid"], "BPFOOM_VICTIM_COMM": event["comm"],
+            "BPFOOM_VICTIM_CGROUP_ID": event["cgroup_id"], "BPFOOM_VICTIM_RANK": event["rank"],
+            "BPFOOM_DISPLACED_PID": event["displaced_pid"], "BPFOOM_DISPLACED_COMM": event["displaced_comm"],
+        })
+        state["count"] += 1
+        return 0
+
+    callback = callback_type(handle)
+    ring, ring_hash = None, None
+    while True:
+        attached = status().get("attached_policy")
+        if attached and attached["policy_hash"] != ring_hash:
+            fd = libbpf().bpf_obj_get(os.path.join(PIN_ROOT, attached["policy_hash"], "events").encode())
+            ring = libbpf().ring_buffer__new(fd, ctypes.cast(callback, ctypes.c_void_p), None, None) if fd >= 0 else None
+            ring_hash, state["policy"] = attached["policy_hash"], attached
+        if ring:
+            libbpf().ring_buffer__poll(ring, 0 if once else 2000)
+        elif not once:
+            time.sleep(2)
+        if once:
+            return {"changed": False, "events": state["count"]}
+
+
+# --- command line ----------------------------------------------------------
+
+def main(argv):
+    commands = {"apply": 1, "boot": 0, "detach": 0, "rollback": 0, "status": 0, "events": 0}
+    args = [arg for arg in argv[1:] if not arg.startswith("--")]
+    if not args or args[0] not in commands or len(args) - 1 != commands[args[0]]:
+        print(__doc__, file=sys.stderr)
+        return 2
+    if os.geteuid() != 0:
+        print(json.dumps({"failed": True, "rc": 1, "msg": "bpfoomctl needs root (CAP_BPF, CAP_PERFMON, CAP_SYS_ADMIN)"}))
+        return 1
+    try:
+        command = args[0]
+        if command == "apply":
+            result = apply(args[1])
+        elif command == "events":
+            result = events(once="--once" in argv)
+        else:
+            result = {"boot": boot, "detach": detach, "rollback": rollback, "status": status}[command]()
+    except Failure as failure:
+        print(json.dumps({"failed": True, "rc": failure.code, "msg": str(failure)}))
+        print(f"bpfoomctl: {failure}", file=sys.stderr)
+        return failure.code
+    print(json.dumps(result, indent=1, sort_keys=True))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
