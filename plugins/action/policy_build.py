@@ -10,9 +10,9 @@ from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
 from ansible.template import trust_as_template
 
+from ansible_collections.bpfoom.fleet.plugins.module_utils.policy_build_args import (
+    ARGUMENT_SPEC, MUTUALLY_EXCLUSIVE, REQUIRED_ONE_OF)
 from ansible_collections.bpfoom.fleet.plugins.plugin_utils import policy_catalog, policy_compile
-
-ARGS = ("name", "template", "template_file", "params", "tie_breaker", "strict", "cache_dir", "clang")
 
 
 class ActionModule(ActionBase):
@@ -26,11 +26,13 @@ class ActionModule(ActionBase):
         result = super().run(tmp, task_vars)
         task_vars = task_vars or {}
         host = task_vars.get("inventory_hostname", "localhost")
-        unknown = sorted(set(self._task.args) - set(ARGS))
-        if unknown:
-            raise AnsibleActionFail(f"{host}: unsupported parameter(s) {', '.join(unknown)}; "
-                                    f"supported: {', '.join(ARGS)}")
-        args = {key: value for key, value in self._task.args.items() if value is not None}
+        try:
+            _validation, args = self.validate_argument_spec(argument_spec=ARGUMENT_SPEC,
+                                                            mutually_exclusive=MUTUALLY_EXCLUSIVE,
+                                                            required_one_of=REQUIRED_ONE_OF)
+        except AnsibleActionFail as error:
+            raise AnsibleActionFail(f"{host}: {error.message}") from None
+        args = {key: value for key, value in args.items() if value is not None}
         try:
             spec = policy_catalog.validate(args)
         except policy_catalog.PolicyError as error:

@@ -19,7 +19,7 @@ description:
     source (without the hash itself).
   - See C(docs/policies.md) for the templates, their parameters and their ranking rules.
 author:
-  - bpfoom.fleet maintainers
+  - bpfoom.fleet maintainers (@bpfoom)
 options:
   name:
     description:
@@ -70,18 +70,21 @@ options:
     default: clang
 attributes:
   action:
+    description: Runs on the controller as an action plugin.
     support: full
   async:
+    description: Cannot run asynchronously.
     support: none
   check_mode:
+    description: Renders and reports what would be built; writes nothing to the cache.
     support: full
-    details: Renders and reports what would be built; writes nothing to the cache.
   diff_mode:
+    description: Shows the policy source last built for this host and the one built now.
     support: full
-    details: Shows the policy source last built for this host and the one built now.
   platform:
+    description: Runs on the controller; needs C(clang) and libbpf's headers there (Debian C(clang libbpf-dev)).
+    support: full
     platforms: posix
-    details: Runs on the controller; needs C(clang) and libbpf's headers there (Debian C(clang libbpf-dev)).
 notes:
   - A missing C(clang) or libbpf header fails with one message naming the packages to install.
 seealso:
@@ -171,11 +174,14 @@ host_params:
 """
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.bpfoom.fleet.plugins.module_utils.policy_build_args import (
+    ARGUMENT_SPEC, MUTUALLY_EXCLUSIVE, REQUIRED_ONE_OF)
 
 
 def main():
     # The work happens in the action plugin on the controller; reaching here means it was bypassed.
-    module = AnsibleModule(argument_spec={}, supports_check_mode=True)
+    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, mutually_exclusive=MUTUALLY_EXCLUSIVE,
+                           required_one_of=REQUIRED_ONE_OF, supports_check_mode=True)
     module.fail_json(msg="bpfoom.fleet.policy_build runs on the controller as an action plugin; "
                          "call it as a task, not as a module on the host")
 

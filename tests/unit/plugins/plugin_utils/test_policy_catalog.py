@@ -32,14 +32,14 @@ def test_rendering_is_deterministic_and_the_hash_follows_the_parameters():
 
 
 def test_strict_is_the_only_way_to_never_kill():
-    lenient, _ = render(EXAMPLES["prefer_avoid"])
-    strict, _ = render(EXAMPLES["prefer_avoid_strict"])
+    lenient, _hash = render(EXAMPLES["prefer_avoid"])
+    strict, _hash = render(EXAMPLES["prefer_avoid_strict"])
     assert "return BPFOOM_RANK_NEVER;" in strict
     assert "return BPFOOM_RANK_NEVER;" not in lenient
 
 
 def test_cgroup_priority_ranks_the_lowest_priority_highest():
-    source, _ = render(EXAMPLES["cgroup_priority"])
+    source, _hash = render(EXAMPLES["cgroup_priority"])
     assert "priority_rank[PRIORITY_COUNT] = { 0, 900 }" in source
     assert "#define DEFAULT_RANK 500" in source
 
@@ -64,7 +64,7 @@ def test_custom_template_gets_literals(tmp_path):
     template = tmp_path / "mine.bpf.c.j2"
     template.write_text('{% extends "frame.bpf.c.j2" %}\n{% block rank %}\n'
                         '\treturn task->tgid == {{ c.params.pid }} ? 1 : 0; /* {{ c.params.label }} */\n{% endblock %}\n')
-    source, _ = render({"name": "mine", "template_file": str(template), "params": {"pid": 42, "label": "x*/y"}})
+    source, _hash = render({"name": "mine", "template_file": str(template), "params": {"pid": 42, "label": "x*/y"}})
     assert "task->tgid == (42) ? 1 : 0;" in source
     assert "x*/y" not in source and '"\\x78\\x2a\\x2f\\x79"' in source
 
