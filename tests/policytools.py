@@ -4,7 +4,9 @@ The catalog's own validation and C literals, plain Jinja with the options the
 policy_build action gives Ansible's templar, and the real compile cache.
 """
 
+import json
 import os
+import subprocess
 from pathlib import Path
 
 import jinja2
@@ -12,7 +14,8 @@ import yaml
 
 from ansible_collections.bpfoom.fleet.plugins.plugin_utils import policy_catalog, policy_compile
 
-EXAMPLES = yaml.safe_load((Path(__file__).resolve().parent / "policy_examples.yml").read_text())
+TESTS = Path(__file__).resolve().parent
+EXAMPLES = yaml.safe_load((TESTS / "policy_examples.yml").read_text())
 
 
 def jinja_render(path, variables):
@@ -31,3 +34,15 @@ def build_policy(args: dict, cache_dir) -> Path:
     built, _compiled = policy_compile.build(source, manifest, str(cache_dir),
                                             policy_compile.toolchain("clang", str(cache_dir)))
     return Path(cache_dir) / built["key"]
+
+
+def run_playbook(playbook, inventory, *extra, results_dir, timeout=900):
+    """Run ansible-playbook; return (process, {task name: {host: result}}) from tests/callback_plugins."""
+    results = Path(results_dir) / "results.json"
+    results.unlink(missing_ok=True)
+    env = dict(os.environ, ANSIBLE_CALLBACK_PLUGINS=str(TESTS / "callback_plugins"),
+               ANSIBLE_CALLBACKS_ENABLED="results_file", BPFOOM_RESULTS_FILE=str(results),
+               ANSIBLE_FORCE_COLOR="0")
+    process = subprocess.run(["ansible-playbook", "-i", str(inventory), str(playbook), *extra],
+                             capture_output=True, text=True, env=env, timeout=timeout, check=False)
+    return process, (json.loads(results.read_text()) if results.exists() else {})

@@ -2,8 +2,6 @@
 the policy_build action (Ansible's templar, the cache, the lock, check and diff mode)."""
 
 import json
-import os
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -11,6 +9,7 @@ import yaml
 
 from ansible_collections.bpfoom.fleet.plugins.plugin_utils import policy_compile
 from policytools import EXAMPLES, build_policy
+from policytools import run_playbook as playbook
 
 HERE = Path(__file__).resolve().parent
 
@@ -41,14 +40,8 @@ def write_inventory(path: Path, groups: dict) -> Path:
 
 def run_playbook(inventory: Path, cache: Path, *extra: str, clang: str = "clang"):
     """Run build_policies.yml; return the process and {host: result} of its build task."""
-    results = inventory.parent / "results.json"
-    results.unlink(missing_ok=True)
-    command = ["ansible-playbook", "-i", str(inventory), str(HERE / "build_policies.yml"),
-               "-e", f"bpfoom_object_cache={cache}", "-e", f"bpfoom_clang={clang}", "-f", "10", *extra]
-    env = dict(os.environ, ANSIBLE_CALLBACK_PLUGINS=str(HERE / "callback_plugins"),
-               ANSIBLE_CALLBACKS_ENABLED="results_file", BPFOOM_RESULTS_FILE=str(results))
-    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600, check=False)
-    report = json.loads(results.read_text()) if results.exists() else {}
+    result, report = playbook(HERE / "build_policies.yml", inventory, "-e", f"bpfoom_object_cache={cache}",
+                              "-e", f"bpfoom_clang={clang}", "-f", "10", *extra, results_dir=inventory.parent)
     return result, report.get("Render and compile the host's policy on the controller", {})
 
 

@@ -6,6 +6,8 @@
                                then detach the previous policy (make-before-break)
   bpfoomctl boot               re-apply the desired policy (the systemd unit's start)
   bpfoomctl detach             detach every bpfoom policy: the kernel's own choice again
+  bpfoomctl stop               the systemd unit's stop: detach on a requested stop; keep the
+                               policy after a crash of the agent or during a restart
   bpfoomctl rollback           re-apply the last policy that verified before the current one
   bpfoomctl status             what the kernel holds: hook, links, programs, policy names, counters
   bpfoomctl events [--once]    one journal entry per task the policy selected
@@ -22,7 +24,6 @@ file or directory; 7 bpffs or libbpf missing.
 import ctypes
 import errno
 import fcntl
-import hashlib
 import json
 import os
 import sys
@@ -34,7 +35,7 @@ DESIRED_FILE = os.path.join(STATE_DIR, "desired")          # hash of the policy 
 GOOD_FILE = os.path.join(STATE_DIR, "last-known-good")     # hashes that verified, newest last
 BPFFS = "/sys/fs/bpf"
 PIN_ROOT = os.path.join(BPFFS, "bpfoom")
-LOCK_FILE = "/run/bpfoom.lock"
+LOCK_FILE = os.path.join(STATE_DIR, "lock")
 JOURNAL_SOCKET = "/run/systemd/journal/socket"
 
 HOOK_FUNCTIONS = ("bpf_oom_evaluate_task", "bpf_set_policy_name", "set_oom_policy_name")
@@ -344,8 +345,12 @@ def read_manifest(policy_dir):
         _check_safe(path)
     with open(manifest_path) as handle:
         manifest = json.load(handle)
+    try:
+        from _sha256 import sha256  # the built-in module: no OpenSSL to load at start-up
+    except ImportError:
+        from hashlib import sha256
     with open(obj, "rb") as handle:
-        actual = hashlib.sha256(handle.read()).hexdigest()
+        actual = sha256(handle.read()).hexdigest()
     if actual != manifest.get("object_sha256"):
         raise Failure(5, f"{obj} has sha256 {actual}, its manifest says {manifest.get('object_sha256')}: "
                          "refusing it; rebuild and copy the policy again")
@@ -455,6 +460,7 @@ class Lock:
     """One apply, detach or rollback at a time on this host."""
 
     def __enter__(self):
+        os.makedirs(STATE_DIR, mode=0o700, exist_ok=True)
         self.handle = open(LOCK_FILE, "w")
         fcntl.flock(self.handle, fcntl.LOCK_EX)
         return self
@@ -512,6 +518,8 @@ def apply(policy_dir):
             unpin(pin_dir)                 # nothing half-applied: the previous policy still runs
             raise
         # Make-before-break: only now, with the new policy attached and verified, the old one goes.
+        # (BPFOOM_OVERLAP_HOLD_S holds both attached a while: the lab test that proves it samples here.)
+        time.sleep(float(os.environ.get("BPFOOM_OVERLAP_HOLD_S", "0")))
         others = [other for other in pinned_policies() if other != policy_hash]
         for other in others:
             unpin(os.path.join(PIN_ROOT, other))
@@ -522,14 +530,34 @@ def apply(policy_dir):
                 "previous": attached, "notes": notes, "status": status() if others else verified}
 
 
-def detach():
+def detach(forget_desired=True):
+    """Detach every policy this agent pinned; an operator's detach also forgets the desired one."""
     with Lock():
         pinned = pinned_policies()
         for policy_hash in pinned:
             unpin(os.path.join(PIN_ROOT, policy_hash))
-        if os.path.exists(DESIRED_FILE):
+        if forget_desired and os.path.exists(DESIRED_FILE):
             os.unlink(DESIRED_FILE)
         return {"changed": bool(pinned), "detached": sorted(pinned), "status": status()}
+
+
+def stop():
+    """ExecStop of bpfoom.service: detach only when someone asked the agent to stop.
+
+    systemd also runs ExecStop after the agent crashed (SERVICE_RESULT is then
+    not "success"), and a restart is a stop then a start: in both cases the
+    policy stays attached and the next start adopts it.
+    """
+    service_result = os.environ.get("SERVICE_RESULT", "success")
+    if service_result != "success":
+        return {"changed": False, "notes": [f"agent ended with {service_result}: the policy stays attached"]}
+    import subprocess  # only the unit's stop needs it
+    jobs = subprocess.run(["systemctl", "list-jobs", "--no-legend", "--plain"], capture_output=True,
+                          text=True, check=False).stdout.split("\n")
+    if any(line.split()[1:3] in (["bpfoom.service", "restart"], ["bpfoom.service", "try-restart"])
+           for line in jobs if len(line.split()) >= 3):
+        return {"changed": False, "notes": ["agent restarting: the policy stays attached"]}
+    return detach(forget_desired=False)         # the next start (or boot) re-applies it
 
 
 def policy_dir_of(policy_hash):
@@ -608,7 +636,7 @@ def events(once=False):
 # --- command line ----------------------------------------------------------
 
 def main(argv):
-    commands = {"apply": 1, "boot": 0, "detach": 0, "rollback": 0, "status": 0, "events": 0}
+    commands = {"apply": 1, "boot": 0, "detach": 0, "stop": 0, "rollback": 0, "status": 0, "events": 0}
     args = [arg for arg in argv[1:] if not arg.startswith("--")]
     if not args or args[0] not in commands or len(args) - 1 != commands[args[0]]:
         print(__doc__, file=sys.stderr)
@@ -623,7 +651,7 @@ def main(argv):
         elif command == "events":
             result = events(once="--once" in argv)
         else:
-            result = {"boot": boot, "detach": detach, "rollback": rollback, "status": status}[command]()
+            result = {"boot": boot, "detach": detach, "stop": stop, "rollback": rollback, "status": status}[command]()
     except Failure as failure:
         print(json.dumps({"failed": True, "rc": failure.code, "msg": str(failure)}))
         print(f"bpfoomctl: {failure}", file=sys.stderr)

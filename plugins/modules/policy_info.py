@@ -1,0 +1,136 @@
+#!/usr/bin/python
+# Copyright: bpfoom.fleet contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: policy_info
+short_description: Tell what a host can run and runs, from the kernel's own objects
+version_added: 0.1.0
+description:
+  - Reports the kernel release, whether its BTF has the BPF OOM hook (C(bpf_oom_evaluate_task)), the name hook
+    (C(bpf_set_policy_name)) and the kfunc (C(set_oom_policy_name)), whether bpffs is mounted, the libbpf version,
+    the agent's state, and the attached policies as C(bpfoomctl status) reads them from the kernel (links,
+    attach types, target functions, program tags, policy names and hashes, counters).
+  - Works before the agent is installed (then without the policies), so a rollout can check hosts first.
+  - Changes nothing.
+author:
+  - bpfoom.fleet maintainers (@bpfoom)
+options: {}
+attributes:
+  check_mode:
+    description: Runs normally in check mode; it only reads.
+    support: full
+  diff_mode:
+    description: Nothing to show.
+    support: none
+  platform:
+    description: Linux hosts.
+    support: full
+    platforms: posix
+seealso:
+  - module: bpfoom.fleet.policy
+"""
+
+EXAMPLES = r"""
+- name: Read what the host runs
+  bpfoom.fleet.policy_info:
+  register: oom
+
+- name: Say which hosts lack the hook
+  ansible.builtin.debug:
+    msg: "{{ inventory_hostname }} runs {{ oom.kernel_release }} without the BPF OOM hook"
+  when: not oom.hook
+"""
+
+RETURN = r"""
+kernel_release:
+  description: The running kernel's release.
+  returned: always
+  type: str
+  sample: 6.12.117-bpfoom
+hook:
+  description: Whether the kernel has all three hook functions.
+  returned: always
+  type: bool
+  sample: true
+hook_functions:
+  description: Each hook function and whether the kernel's BTF has it.
+  returned: always
+  type: dict
+  sample: {"bpf_oom_evaluate_task": true, "bpf_set_policy_name": true, "set_oom_policy_name": true}
+bpffs:
+  description: Whether bpffs is mounted on /sys/fs/bpf.
+  returned: always
+  type: bool
+  sample: true
+libbpf_version:
+  description: Version of libbpf.so.1 on the host, null if missing.
+  returned: always
+  type: str
+  sample: "1.1"
+agent_installed:
+  description: Whether bpfoomctl is installed.
+  returned: always
+  type: bool
+  sample: true
+agent_state:
+  description: State of bpfoom.service (C(systemctl is-active)), null if systemctl is missing.
+  returned: always
+  type: str
+  sample: active
+attached_policy:
+  description: Name and hash of the policy the agent keeps attached, null if none.
+  returned: always
+  type: dict
+  sample: {"policy_name": "web", "policy_hash": "905973c7..."}
+policies:
+  description: Every policy attached to the hook, the agent's and any other, as the kernel describes them.
+  returned: always
+  type: list
+  elements: dict
+desired_hash:
+  description: Hash of the policy the agent re-applies at boot, null if none.
+  returned: always
+  type: str
+  sample: 905973c706e5b2a1f0f4c1e6a7d1b3e9c0d2f4a6b8c0e2f4a6b8c0d2e4f6a8b0
+"""
+
+import ctypes
+import os
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.bpfoom.fleet.plugins.module_utils.bpfoom_host import (
+    BPFOOMCTL, bpffs_mounted, btf_hook_functions, policy_identity, run_bpfoomctl)
+
+
+def libbpf_version():
+    try:
+        lib = ctypes.CDLL("libbpf.so.1")
+        return f"{lib.libbpf_major_version()}.{lib.libbpf_minor_version()}"
+    except (OSError, AttributeError):
+        return None
+
+
+def main():
+    module = AnsibleModule(argument_spec={}, supports_check_mode=True)
+    functions = btf_hook_functions()
+    result = dict(changed=False, kernel_release=os.uname().release, hook=all(functions.values()),
+                  hook_functions=functions, bpffs=bpffs_mounted(), libbpf_version=libbpf_version(),
+                  agent_installed=os.path.exists(BPFOOMCTL), agent_state=None, attached_policy=None,
+                  policies=[], desired_hash=None)
+    systemctl = module.get_bin_path("systemctl")
+    if systemctl:
+        _rc, out, _err = module.run_command([systemctl, "is-active", "bpfoom.service"])
+        result["agent_state"] = out.strip() or None
+    if result["agent_installed"] and result["hook"]:
+        status = run_bpfoomctl(module, "status")
+        result.update(hook=status["hook"], hook_functions=status["hook_functions"],
+                      attached_policy=policy_identity(status), policies=status["policies"],
+                      desired_hash=status["desired_hash"])
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,212 @@
+"""Lab tier of the host agent: the role, bpfoomctl, bpfoom.service and the policy modules.
+
+Driven through ansible-playbook against the lab inventory, on hook2 (patched)
+and nohook1 (unpatched). Scenario hogs as in test_hook.py.
+"""
+
+import json
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from fleetlab import fleet
+from policytools import build_policy, run_playbook
+
+pytestmark = pytest.mark.lab
+
+PLAYBOOKS = Path(__file__).resolve().parent / "playbooks"
+PREFER_B = {"name": "prefer_b", "template": "prefer_avoid", "params": {"prefer": {"comm": ["hog_b"]}}}
+PREFER_C = {"name": "prefer_c", "template": "prefer_avoid", "params": {"prefer": {"comm": ["hog_c"]}}}
+
+
+@pytest.fixture(scope="module")
+def agent_lab(lab, tmp_path_factory):
+    """The role applied once to hook2 and nohook1 (its own test checks idempotence and check mode)."""
+    work = tmp_path_factory.mktemp("agent")
+    return {"work": work, "cache": work / "objects"}
+
+
+def play(agent_lab, playbook, limit, *extra, policy=None, state=None):
+    extra_vars = {"bpfoom_object_cache": str(agent_lab["cache"])}
+    if policy:
+        extra_vars["bpfoom_policy"] = policy
+    if state:
+        extra_vars["bpfoom_policy_state"] = state
+    return run_playbook(PLAYBOOKS / playbook, fleet.inventory_path(), "--limit", limit,
+                        "-e", json.dumps(extra_vars), *extra, results_dir=agent_lab["work"])
+
+
+def changed_count(process):
+    recap = [line for line in process.stdout.splitlines() if " changed=" in line]
+    return sum(int(line.split(" changed=")[1].split()[0]) for line in recap)
+
+
+def bpfoomctl(host, command):
+    return json.loads(fleet.run_on(host, f"bpfoomctl {command}").stdout)
+
+
+def test_role_is_check_clean_then_idempotent(lab, agent_lab):
+    process, _results = play(agent_lab, "agent.yml", "hook2,nohook1", "--check")
+    assert process.returncode == 0, process.stdout[-3000:]
+    assert fleet.run_on(lab["hook2"], "test -e /usr/local/sbin/bpfoomctl", check=False).returncode == 1
+    process, _results = play(agent_lab, "agent.yml", "hook2,nohook1")
+    assert process.returncode == 0, process.stdout[-3000:]
+    assert changed_count(process) > 0
+    process, _results = play(agent_lab, "agent.yml", "hook2,nohook1")
+    assert process.returncode == 0 and changed_count(process) == 0, process.stdout[-3000:]
+    for name in ("hook2", "nohook1"):
+        assert fleet.run_on(lab[name], "systemctl is-active bpfoom.service").stdout.strip() == "active"
+        assert fleet.run_on(lab[name], "stat -c %a /var/lib/bpfoom").stdout.strip() == "700"
+
+
+def test_policy_module_applies_verifies_and_is_idempotent(lab, agent_lab):
+    process, results = play(agent_lab, "apply_policy.yml", "hook2", "--diff", policy=PREFER_B)
+    assert process.returncode == 0, process.stdout[-3000:]
+    applied = results["Run the policy"]["hook2"]
+    assert applied["changed"] and applied["policy_name"] == "prefer_b"
+    assert {(link["attach_type"], link["target"]) for link in applied["links"]} == {
+        ("modify_return", "bpf_oom_evaluate_task"), ("trace_fentry", "bpf_set_policy_name")}
+    assert "policy_name: prefer_b" in applied["diff"]["after"]
+    info = results["Read the host back"]["hook2"]
+    assert info["attached_policy"]["policy_name"] == "prefer_b" and info["hook"]
+
+    process, results = play(agent_lab, "apply_policy.yml", "hook2", policy=PREFER_B)
+    assert process.returncode == 0 and changed_count(process) == 0, process.stdout[-3000:]
+
+
+def test_check_mode_predicts_a_swap_without_touching_the_host(lab, agent_lab):
+    play(agent_lab, "apply_policy.yml", "hook2", policy=PREFER_B)
+    process, results = play(agent_lab, "apply_policy.yml", "hook2", "--check", "--diff", policy=PREFER_C)
+    assert process.returncode == 0, process.stdout[-3000:]
+    predicted = results["Run the policy"]["hook2"]
+    assert predicted["changed"] and predicted["policy_name"] == "prefer_c"
+    assert bpfoomctl(lab["hook2"], "status")["attached_policy"]["policy_name"] == "prefer_b"
+
+
+def test_swap_has_no_moment_without_a_policy(lab, agent_lab):
+    """A sampler counts the evaluate links in the kernel while bpfoomctl swaps policies.
+
+    bpfoomctl holds both policies attached for a second (BPFOOM_OVERLAP_HOLD_S)
+    so that the sampler, slow under TCG, sees the overlap: never 0, then 2, then 1.
+    """
+    host = lab["hook2"]
+    play(agent_lab, "apply_policy.yml", "hook2", policy=PREFER_B)
+    entry = build_policy(PREFER_C, agent_lab["cache"])
+    fleet.run_on(host, "install -d -m 0700 /root/swap")
+    for name in ("policy.bpf.o", "manifest.json"):
+        fleet.copy_to(host, entry / name, f"/root/swap/{name}")
+    sampler = ("rm -f /tmp/samples; while [ ! -e /tmp/stop-sampling ]; do "
+               "bpftool -j link show | grep -o modify_return | wc -l >> /tmp/samples; done")
+    fleet.run_on(host, "rm -f /tmp/stop-sampling")
+    background = subprocess.Popen(fleet.ssh_command(host, sampler), stdin=subprocess.DEVNULL)
+    try:
+        time.sleep(2)
+        swapped = json.loads(fleet.run_on(host, "BPFOOM_OVERLAP_HOLD_S=1 bpfoomctl apply /root/swap").stdout)
+        time.sleep(1)
+    finally:
+        fleet.run_on(host, "touch /tmp/stop-sampling")
+        background.wait(timeout=60)
+    assert swapped["previous"]["policy_name"] == "prefer_b" and swapped["policy_name"] == "prefer_c"
+    samples = [int(value) for value in fleet.run_on(host, "cat /tmp/samples").stdout.split()]
+    assert len(samples) > 10 and min(samples) >= 1, samples
+    first_two = samples.index(2)
+    assert set(samples[:first_two]) == {1} and samples[-1] == 1, samples
+    assert all(count in (1, 2) for count in samples), samples
+
+
+def test_verifier_rejection_fails_with_its_log_and_keeps_the_old_policy(lab, agent_lab, tmp_path):
+    play(agent_lab, "apply_policy.yml", "hook2", policy=PREFER_B)
+    bad = tmp_path / "bad.bpf.c.j2"
+    bad.write_text('{% extends "frame.bpf.c.j2" %}\n{% block rank %}\n'
+                   '\treturn *(volatile int *)(long)task->pid;   /* a wild pointer: the verifier says no */\n'
+                   '{% endblock %}\n')
+    process, results = play(agent_lab, "apply_policy.yml", "hook2",
+                            policy={"name": "wild", "template_file": str(bad)})
+    assert process.returncode != 0
+    message = results["Run the policy"]["hook2"]["msg"]
+    assert message.startswith("hook2: ") and "verifier rejected policy 'wild'" in message, message
+    assert "invalid mem access" in message, message
+    assert bpfoomctl(lab["hook2"], "status")["attached_policy"]["policy_name"] == "prefer_b"
+
+
+def test_reboot_brings_the_same_policy_back(lab, agent_lab):
+    play(agent_lab, "apply_policy.yml", "hook2", policy=PREFER_C)
+    before = bpfoomctl(lab["hook2"], "status")["attached_policy"]
+    fleet.reboot("hook2")
+    for _attempt in range(30):
+        after = bpfoomctl(lab["hook2"], "status")["attached_policy"]
+        if after:
+            break
+        time.sleep(1)
+    assert after == before
+
+
+def test_a_killed_agent_leaves_the_policy_and_its_restart_adopts_it(lab, agent_lab):
+    host = lab["hook2"]
+    play(agent_lab, "apply_policy.yml", "hook2", policy=PREFER_B)
+    links_before = sorted(l["link_id"] for p in bpfoomctl(host, "status")["policies"] for l in p["links"])
+    fleet.run_on(host, "systemctl kill --signal=SIGKILL bpfoom.service")
+    time.sleep(0.5)
+    assert bpfoomctl(host, "status")["attached_policy"]["policy_name"] == "prefer_b"
+    for _attempt in range(30):
+        if fleet.run_on(host, "systemctl is-active bpfoom.service", check=False).stdout.strip() == "active":
+            break
+        time.sleep(1)
+    status = bpfoomctl(host, "status")
+    assert status["attached_policy"]["policy_name"] == "prefer_b"
+    assert sorted(l["link_id"] for p in status["policies"] for l in p["links"]) == links_before   # adopted
+    fleet.run_on(host, "systemctl restart bpfoom.service")
+    assert sorted(l["link_id"] for p in bpfoomctl(host, "status")["policies"] for l in p["links"]) == links_before
+
+
+def test_stop_detaches_and_start_reapplies(lab, agent_lab):
+    host = lab["hook2"]
+    play(agent_lab, "apply_policy.yml", "hook2", policy=PREFER_B)
+    fleet.run_on(host, "systemctl stop bpfoom.service")
+    assert bpfoomctl(host, "status")["attached_policy"] is None
+    fleet.run_on(host, "systemctl start bpfoom.service")
+    assert bpfoomctl(host, "status")["attached_policy"]["policy_name"] == "prefer_b"
+
+
+def test_two_concurrent_applies_serialize(lab, agent_lab):
+    host = lab["hook2"]
+    remotes = []
+    for policy in (PREFER_B, PREFER_C):
+        entry = build_policy(policy, agent_lab["cache"])
+        remote = f"/root/concurrent-{policy['name']}"
+        fleet.run_on(host, f"install -d -m 0700 {remote}")
+        for name in ("policy.bpf.o", "manifest.json"):
+            fleet.copy_to(host, entry / name, f"{remote}/{name}")
+        remotes.append(remote)
+    fleet.run_on(host, "bpfoomctl detach >/dev/null")
+    both = fleet.run_on(host, f"bpfoomctl apply {remotes[0]} > /tmp/a.json & bpfoomctl apply {remotes[1]} > /tmp/b.json & wait; "
+                              "cat /tmp/a.json; echo '<>'; cat /tmp/b.json")
+    first, second = (json.loads(part) for part in both.stdout.split("<>"))
+    # Serialized: one saw no policy before it, the other saw the first one's policy.
+    previous = sorted([(first["previous"] or {}).get("policy_name") or "", (second["previous"] or {}).get("policy_name") or ""])
+    assert previous[0] == "" and previous[1] in ("prefer_b", "prefer_c"), (first, second)
+    status = bpfoomctl(host, "status")
+    assert len([p for p in status["policies"] if p["attached"]]) == 1
+
+
+def test_state_absent_returns_to_the_kernel_default(lab, agent_lab):
+    play(agent_lab, "apply_policy.yml", "hook2", policy=PREFER_B)
+    process, results = play(agent_lab, "apply_policy.yml", "hook2", policy=PREFER_B, state="absent")
+    assert process.returncode == 0 and results["Run the policy"]["hook2"]["changed"]
+    assert bpfoomctl(lab["hook2"], "status")["policies"] == []
+
+
+def test_unpatched_host_fails_with_hook_missing_and_changes_nothing(lab, agent_lab):
+    process, results = play(agent_lab, "apply_policy.yml", "nohook1", policy=PREFER_B)
+    assert process.returncode != 0
+    failed = results["Run the policy"]["nohook1"]
+    assert failed["hook_missing"] and not failed.get("changed")
+    assert failed["msg"].startswith("nohook1: the kernel 6.12") and "has no BPF OOM hook" in failed["msg"]
+    assert fleet.run_on(lab["nohook1"], "ls /sys/fs/bpf/bpfoom 2>/dev/null | wc -l").stdout.strip() == "0"
+    assert fleet.run_on(lab["nohook1"], "ls /var/lib/bpfoom/policies 2>/dev/null | wc -l").stdout.strip() == "0"
+    process, results = run_playbook(PLAYBOOKS / "info.yml", fleet.inventory_path(), "--limit", "nohook1",
+                                    results_dir=agent_lab["work"])
+    info = results["Read the host"]["nohook1"]
+    assert info["hook"] is False and info["attached_policy"] is None
