@@ -16,8 +16,9 @@ def isolated_dirs(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("specs, expected", [
-    (["lab=1"], [("lab", 1, "patched")]),
-    (["web=2", "legacy=1:unpatched"], [("web", 2, "patched"), ("legacy", 1, "unpatched")]),
+    (["lab=1"], [("lab", 1, "patched", "base")]),
+    (["web=2", "legacy=1:unpatched"], [("web", 2, "patched", "base"), ("legacy", 1, "unpatched", "base")]),
+    (["bench=1:patched:bcc"], [("bench", 1, "patched", "bcc")]),
 ])
 def test_group_specs(specs, expected):
     assert fleet.parse_group_specs(specs) == expected
@@ -28,6 +29,7 @@ def test_group_specs(specs, expected):
     ("Web=1", "GROUP=COUNT"),
     ("web=0", "at least one host"),
     ("web=1:vanilla", "kernel 'vanilla'"),
+    ("web=1:patched:fat", "image 'fat'"),
     ("web=-1", "GROUP=COUNT"),
 ])
 def test_bad_group_specs_are_refused(spec, message):

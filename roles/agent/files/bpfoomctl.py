@@ -269,6 +269,7 @@ def status():
         "libbpf_version": "%d.%d" % libbpf_version(),
         "desired_hash": _read(DESIRED_FILE),
         "last_known_good": _good_list(),
+        "attached_policy": None,
         "policies": [],
     }
     if missing:
@@ -276,27 +277,16 @@ def status():
     btf = vmlinux_btf()
     if not btf:
         raise Failure(3, "this kernel exposes no BTF (/sys/kernel/btf/vmlinux): it cannot run BPF OOM policies")
-    links = hook_links(btf)
-    pinned = pinned_policies()
-    by_link = {link_id: (policy_hash, role) for policy_hash, pins in pinned.items() for role, link_id in pins.items()}
-    policies = {}
-    for link in links:
-        prog = program_info(link["prog_id"])
-        key = prog.get("policy_hash") or f"prog-{link['prog_id']}"
-        entry = policies.setdefault(key, {"policy_name": prog.get("policy_name"), "policy_hash": prog.get("policy_hash"),
-                                          "managed": False, "links": []})
-        owner = by_link.get(link["link_id"])
-        entry["managed"] = entry["managed"] or bool(owner and owner[0] == prog.get("policy_hash"))
-        entry["links"].append(dict(link, **{k: v for k, v in prog.items() if k != "prog_id"}))
-        for counter in ("evaluations", "selections"):
-            if counter in prog:
-                entry[counter] = prog[counter]
-    for entry in policies.values():
-        entry["attached"] = sorted(l["target"] for l in entry["links"]) == ["bpf_oom_evaluate_task", "bpf_set_policy_name"]
-    report["policies"] = sorted(policies.values(), key=lambda p: min(l["link_id"] for l in p["links"]))
-    current = [p for p in report["policies"] if p["managed"] and p["attached"]]
-    report["attached_policy"] = ({"policy_name": current[-1]["policy_name"], "policy_hash": current[-1]["policy_hash"]}
-                                 if current else None)
+    managed = managed_status()
+    ours = {link["link_id"] for policy in managed["policies"] for link in policy["links"]}
+    # Links on the hook that this agent did not pin: another tool's policy, shown as the kernel has it.
+    foreign = []
+    for link in hook_links(btf):
+        if link["link_id"] not in ours:
+            prog = program_info(link["prog_id"])
+            foreign.append({"policy_name": prog.get("policy_name"), "policy_hash": prog.get("policy_hash"),
+                            "managed": False, "attached": True, "links": [dict(link, tag=prog.get("tag"))]})
+    report.update(attached_policy=managed["attached_policy"], policies=managed["policies"] + foreign)
     return report
 
 
@@ -442,18 +432,40 @@ def unpin(pin_dir):
         os.rmdir(pin_dir)
 
 
+def pinned_view(policy_hash):
+    """One pinned policy as the kernel holds it: its links and the identity in its program's maps."""
+    btf = vmlinux_btf()
+    links = {}
+    for role in EXPECTED_LINKS:
+        fd = libbpf().bpf_obj_get(os.path.join(PIN_ROOT, policy_hash, role).encode())
+        if fd >= 0:
+            links[role] = link_info(fd, btf)
+            os.close(fd)
+    identity = program_info(links["evaluate"]["prog_id"]) if "evaluate" in links else {}
+    return {"policy_name": identity.get("policy_name"), "policy_hash": identity.get("policy_hash"),
+            "managed": True, "links": [dict(link, tag=identity.get("tag")) for link in links.values()],
+            "attached": all(role in links and (links[role]["attach_type"], links[role]["target"]) == expected
+                            for role, expected in EXPECTED_LINKS.items()),
+            "evaluations": identity.get("evaluations"), "selections": identity.get("selections")}
+
+
+def managed_status():
+    """The agent's own policies, read from the kernel through their pins (cheaper than status())."""
+    views = [pinned_view(policy_hash) for policy_hash in pinned_policies()]
+    attached = [view for view in views if view["attached"]]
+    return {"attached_policy": ({"policy_name": attached[-1]["policy_name"], "policy_hash": attached[-1]["policy_hash"]}
+                                if attached else None), "policies": views}
+
+
 def verify(policy_hash, manifest):
-    """The kernel holds both links of this policy, on the right functions, with the right name."""
-    report = status()
-    for policy in report["policies"]:
-        if policy["policy_hash"] == policy_hash and policy["managed"]:
-            if not policy["attached"]:
-                raise Failure(1, f"policy {manifest['name']} is only partly attached: "
-                                 f"{[l['target'] for l in policy['links']]}")
-            if policy["policy_name"] != manifest["name"]:
-                raise Failure(1, f"the kernel reports name {policy['policy_name']!r}, expected {manifest['name']!r}")
-            return report
-    raise Failure(1, f"policy {manifest['name']} ({policy_hash[:12]}) is not attached after applying it")
+    """The kernel holds both links of this policy, on the right functions, with the right name and hash."""
+    view = pinned_view(policy_hash)
+    if not view["attached"]:
+        raise Failure(1, f"policy {manifest['name']} is only partly attached: {[l['target'] for l in view['links']]}")
+    if (view["policy_name"], view["policy_hash"]) != (manifest["name"], policy_hash):
+        raise Failure(1, f"the kernel reports {view['policy_name']!r} ({view['policy_hash']}), "
+                         f"expected {manifest['name']!r} ({policy_hash})")
+    return view
 
 
 class Lock:
@@ -499,21 +511,20 @@ def apply(policy_dir):
     with Lock():
         preflight()
         policy_dir = store(policy_dir, manifest)
-        before = status()
-        attached = before["attached_policy"]
+        attached = managed_status()["attached_policy"]
         if attached and attached["policy_hash"] == policy_hash:
             _write(DESIRED_FILE, policy_hash)
             others = [h for h in pinned_policies() if h != policy_hash]
             for other in others:           # leftovers of an interrupted swap
                 unpin(os.path.join(PIN_ROOT, other))
             return {"changed": bool(others), "policy_name": manifest["name"], "policy_hash": policy_hash,
-                    "previous": attached, "notes": ["already attached"], "status": status()}
+                    "previous": attached, "notes": ["already attached"], "status": managed_status()}
         os.makedirs(PIN_ROOT, mode=0o700, exist_ok=True)
         pin_dir = os.path.join(PIN_ROOT, policy_hash)
         unpin(pin_dir)                     # a half-pinned leftover of this same policy
         try:
             notes = load_and_pin(policy_dir, manifest, pin_dir)
-            verified = verify(policy_hash, manifest)
+            verify(policy_hash, manifest)
         except BaseException:
             unpin(pin_dir)                 # nothing half-applied: the previous policy still runs
             raise
@@ -527,7 +538,7 @@ def apply(policy_dir):
         good = [h for h in _good_list() if h != policy_hash] + [policy_hash]
         _write(GOOD_FILE, " ".join(good[-5:]))
         return {"changed": True, "policy_name": manifest["name"], "policy_hash": policy_hash,
-                "previous": attached, "notes": notes, "status": status() if others else verified}
+                "previous": attached, "notes": notes, "status": managed_status()}
 
 
 def detach(forget_desired=True):
@@ -538,7 +549,7 @@ def detach(forget_desired=True):
             unpin(os.path.join(PIN_ROOT, policy_hash))
         if forget_desired and os.path.exists(DESIRED_FILE):
             os.unlink(DESIRED_FILE)
-        return {"changed": bool(pinned), "detached": sorted(pinned), "status": status()}
+        return {"changed": bool(pinned), "detached": sorted(pinned), "status": managed_status()}
 
 
 def stop():
@@ -577,7 +588,7 @@ def boot():
     """At boot: re-apply the desired policy, or do nothing if none is desired."""
     desired = _read(DESIRED_FILE)
     if not desired:
-        return {"changed": False, "notes": ["no policy desired"], "status": status()}
+        return {"changed": False, "notes": ["no policy desired"], "status": managed_status()}
     return apply(policy_dir_of(desired))
 
 

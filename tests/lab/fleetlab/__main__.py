@@ -19,11 +19,12 @@ def main(argv=None) -> int:
 
     build = commands.add_parser("kernel", help="build (or reuse) a lab kernel and print its path")
     build.add_argument("--variant", choices=sorted(kernel.VARIANTS), default="patched")
-    commands.add_parser("image", help="build (or reuse) the host image and print its path")
+    build_image = commands.add_parser("image", help="build (or reuse) the host image and print its path")
+    build_image.add_argument("--variant", choices=sorted(image.IMAGE_VARIANTS), default="base")
     commands.add_parser("deps", help="install the Debian packages the lab and the tests need")
 
     boot = commands.add_parser("up", help="boot hosts, wait for SSH, write the inventory")
-    boot.add_argument("--group", action="append", metavar="GROUP=COUNT[:unpatched]",
+    boot.add_argument("--group", action="append", metavar="GROUP=COUNT[:KERNEL[:IMAGE]]",
                       help="hosts to boot, repeatable (default: lab=1)")
     boot.add_argument("--memory", type=int, default=768, metavar="MIB", help="memory per host")
     boot.add_argument("--cpus", type=int, default=1, help="vCPUs per host")
@@ -47,7 +48,7 @@ def main(argv=None) -> int:
         if args.command == "kernel":
             print(kernel.kernel_image(args.variant))
         elif args.command == "image":
-            print(image.base_image())
+            print(image.base_image(args.variant))
         elif args.command == "deps":
             ensure_apt_packages({**kernel.BUILD_DEPENDENCIES, **image.BUILD_DEPENDENCIES,
                                  **fleet.RUN_DEPENDENCIES, **CONTROLLER_DEPENDENCIES})

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from .common import LabError, elapsed, lab_dir, read_json, say, write_json
-from .image import base_image
+from .image import IMAGE_VARIANTS, base_image
 from .kernel import VARIANTS, kernel_image, kernel_release
 
 QEMU = "qemu-system-x86_64"
@@ -27,7 +27,7 @@ RUN_DEPENDENCIES = {QEMU: "qemu-system-x86", "qemu-img": "qemu-utils", "ssh": "o
 DEFAULT_BASE_PORT = 2222
 QEMU_OVERHEAD_MIB = 200        # TCG translation cache and device models, per host
 HOST_RESERVE_MIB = 1024        # left to the controller, ansible and the build tools
-_GROUP_SPEC = re.compile(r"^(?P<group>[a-z][a-z0-9_]{0,30})=(?P<count>\d+)(?::(?P<kernel>[a-z]+))?$")
+_GROUP_SPEC = re.compile(r"^(?P<group>[a-z][a-z0-9_]{0,30})=(?P<count>\d+)(?::(?P<kernel>[a-z]+))?(?::(?P<image>[a-z]+))?$")
 
 
 def _state_file() -> Path:
@@ -76,20 +76,23 @@ def copy_to(host: dict, local: Path, remote: str) -> None:
 
 
 def parse_group_specs(specs: list) -> list:
-    """`web=2` or `legacy=1:unpatched` -> [(group, count, kernel variant)]."""
+    """`web=2`, `legacy=1:unpatched`, `bench=1:patched:bcc` -> [(group, count, kernel, image)]."""
     plans = []
     for spec in specs:
         match = _GROUP_SPEC.match(spec)
         if not match:
-            raise LabError(f"bad --group {spec!r}: write GROUP=COUNT or GROUP=COUNT:unpatched "
-                           "(GROUP in lower case letters, digits and _)")
+            raise LabError(f"bad --group {spec!r}: write GROUP=COUNT[:KERNEL[:IMAGE]], e.g. web=2 or "
+                           "old=1:unpatched (GROUP in lower case letters, digits and _)")
         kernel = match["kernel"] or "patched"
         if kernel not in VARIANTS:
             raise LabError(f"bad --group {spec!r}: kernel {kernel!r} is not one of {', '.join(VARIANTS)}")
+        image_variant = match["image"] or "base"
+        if image_variant not in IMAGE_VARIANTS:
+            raise LabError(f"bad --group {spec!r}: image {image_variant!r} is not one of {', '.join(IMAGE_VARIANTS)}")
         count = int(match["count"])
         if count < 1:
             raise LabError(f"bad --group {spec!r}: a group needs at least one host")
-        plans.append((match["group"], count, kernel))
+        plans.append((match["group"], count, kernel, image_variant))
     groups = [plan[0] for plan in plans]
     if len(set(groups)) != len(groups):
         raise LabError(f"a group is named twice in --group {' '.join(specs)}")
@@ -146,15 +149,15 @@ def up(group_specs: list, memory_mib: int = 768, cpus: int = 1, base_port=None,
     count = sum(plan[1] for plan in plans)
     check_capacity(count, memory_mib)
     ports = iter(assign_ports(count, base_port))
-    images = {kernel: kernel_image(kernel) for kernel in {plan[2] for plan in plans}}
-    base = base_image()
+    kernels = {kernel: kernel_image(kernel) for kernel in {plan[2] for plan in plans}}
+    bases = {variant: base_image(variant) for variant in {plan[3] for plan in plans}}
     hosts = {}
-    for group, n, kernel in plans:
+    for group, n, kernel, image_variant in plans:
         for index in range(1, n + 1):
             name = f"{group}{index}"
             hosts[name] = {"name": name, "group": group, "kernel": kernel, "port": next(ports),
-                           "memory": memory_mib, "cpus": cpus, "bzImage": str(images[kernel]),
-                           "release": kernel_release(kernel), "base": str(base)}
+                           "memory": memory_mib, "cpus": cpus, "bzImage": str(kernels[kernel]),
+                           "release": kernel_release(kernel), "base": str(bases[image_variant])}
     fleet = {"hosts": {}}
     start = time.monotonic()
     try:

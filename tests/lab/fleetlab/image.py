@@ -1,6 +1,8 @@
 """Build the lab host image: Debian bookworm with systemd, sshd, python3, libbpf1.
 
 One base image serves every host (each boots a copy-on-write overlay of it).
+The `bcc` variant adds python3-bpfcc, only for the benchmark that compares
+the agent with bcc.
 It holds no key: the lab's SSH key reaches a host on its kernel command line.
 The image is rebuilt when its recipe (this file, image/rootfs) changes, or when
 its recorded sha256 no longer matches (a corrupted image is never booted).
@@ -22,26 +24,34 @@ PACKAGES = [
     "systemd-sysv", "udev", "dbus", "openssh-server", "python3", "python3-apt",
     "libbpf1", "bpftool", "iproute2", "procps", "kmod",
 ]
+# Extra packages per image variant.
+IMAGE_VARIANTS = {"base": [], "bcc": ["python3-bpfcc"]}
 BUILD_DEPENDENCIES = {"mmdebstrap": "mmdebstrap", "genext2fs": "genext2fs",
                       "resize2fs": "e2fsprogs"}
 
 
-def recipe_key() -> str:
+def packages(variant: str) -> list:
+    if variant not in IMAGE_VARIANTS:
+        raise LabError(f"unknown image variant {variant!r}: choose one of {', '.join(IMAGE_VARIANTS)}")
+    return PACKAGES + IMAGE_VARIANTS[variant]
+
+
+def recipe_key(variant: str = "base") -> str:
     files = sorted(p for p in ROOTFS_FILES.rglob("*") if p.is_file())
-    return content_key(SUITE, IMAGE_SIZE, " ".join(PACKAGES), Path(__file__),
+    return content_key(SUITE, IMAGE_SIZE, " ".join(packages(variant)), Path(__file__),
                        *[str(p.relative_to(ROOTFS_FILES)) for p in files], *files)
 
 
-def base_image() -> Path:
+def base_image(variant: str = "base") -> Path:
     """Path of a verified base image, built when missing, outdated or corrupted."""
-    out = cache_dir() / "image" / recipe_key()
+    out = cache_dir() / "image" / recipe_key(variant)
     with locked(cache_dir() / "image" / "build.lock"):
         if not cached_artifact_ok(out, "base.img"):
-            _build(out)
+            _build(out, packages(variant))
     return out / "base.img"
 
 
-def _build(out: Path) -> None:
+def _build(out: Path, package_list: list) -> None:
     ensure_apt_packages(BUILD_DEPENDENCIES)
     start = time.monotonic()
     work = out.with_name(out.name + ".partial")
@@ -59,7 +69,7 @@ def _build(out: Path) -> None:
     )
     command = [
         "mmdebstrap", "--variant=minbase", "--format=ext2", "--mode=root",
-        f"--include={','.join(PACKAGES)}",
+        f"--include={','.join(package_list)}",
         "--dpkgopt=path-exclude=/usr/share/doc/*",
         "--dpkgopt=path-exclude=/usr/share/man/*",
         "--dpkgopt=path-exclude=/usr/share/locale/*",
@@ -76,7 +86,7 @@ def _build(out: Path) -> None:
     subprocess.run(["e2fsck", "-fy", str(image)], capture_output=True, check=False)
     subprocess.run(["resize2fs", str(image)], check=True, capture_output=True)
     write_json(work / "meta.json", {"sha256": sha256_file(image), "suite": SUITE,
-                                    "packages": PACKAGES, "build_seconds": round(time.monotonic() - start)})
+                                    "packages": package_list, "build_seconds": round(time.monotonic() - start)})
     work.rename(out)
     say(f"host image built in {elapsed(start)}")
 
