@@ -53,11 +53,25 @@ def c_array(items: list, empty: str = "0") -> str:
 
 
 def cgroup_name_hash(name: str) -> int:
-    """FNV-1a 64 of a cgroup name's first 63 bytes: kernfs_name_hash() in bpfoom_match.h."""
+    """FNV-1a 64 over a cgroup name's first 63 bytes zero-padded to 64: kernfs_name_hash() in bpfoom_match.h."""
     value = 0xcbf29ce484222325
-    for byte in name.encode("ascii")[:63]:
+    for byte in name.encode("ascii")[:63].ljust(64, b"\0"):
         value = ((value ^ byte) * 0x100000001b3) & 0xFFFFFFFFFFFFFFFF
     return value
+
+
+def comm_pattern(pattern: str, exact: bool) -> str:
+    """A struct bpfoom_comm_pattern initializer: the bytes as two little-endian words and their mask.
+
+    An exact name also masks its terminating NUL (so "sshd" does not match "sshd-session").
+    """
+    data = pattern.encode("ascii").ljust(16, b"\0")
+    length = len(pattern) + (1 if exact else 0)
+    mask = (b"\xff" * length).ljust(16, b"\0")
+    words = [int.from_bytes(data[i:i + 8], "little") for i in (0, 8)]
+    masks = [int.from_bytes(mask[i:i + 8], "little") for i in (0, 8)]
+    return (f"{{ {{ 0x{words[0]:016x}ULL, 0x{words[1]:016x}ULL }}, "
+            f"{{ 0x{masks[0]:016x}ULL, 0x{masks[1]:016x}ULL }} }}")
 
 
 # --- validation -----------------------------------------------------------
@@ -200,11 +214,10 @@ def validate(args: dict) -> dict:
 # --- rendering ------------------------------------------------------------
 
 def _matcher_literals(matcher: dict) -> dict:
-    comms = [(pattern, 1) for pattern in matcher["comm"]] + [(pattern, 0) for pattern in matcher["comm_prefix"]]
+    comms = [comm_pattern(p, True) for p in matcher["comm"]] + [comm_pattern(p, False) for p in matcher["comm_prefix"]]
     return {
         "comm_count": len(comms),
-        "comms": c_array([c_string(pattern, 16) for pattern, _exact in comms], '""'),
-        "comm_exact": c_array([str(exact) for _pattern, exact in comms]),
+        "comms": c_array(comms, "{}"),
         "cgroup_count": len(matcher["cgroup"]),
         "cgroups": c_array([f"0x{cgroup_name_hash(name):016x}ULL" for name in matcher["cgroup"]]),
         "uid_count": len(matcher["uid"]),

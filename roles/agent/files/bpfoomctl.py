@@ -103,6 +103,8 @@ _LIBC.vsnprintf.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_char_p, c
 
 @_PRINT_FN
 def _collect_libbpf_output(level, fmt, args):
+    if level > 1:                   # LIBBPF_DEBUG: hundreds of lines per load, never shown
+        return 0
     buffer = ctypes.create_string_buffer(4096)
     _LIBC.vsnprintf(buffer, len(buffer), fmt, args)
     LIBBPF_LOG.append(buffer.value.decode(errors="replace"))

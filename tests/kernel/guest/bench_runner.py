@@ -5,7 +5,7 @@
 For each run, the wall time and peak RSS (wait4's ru_maxrss) of one whole
 process: `bpfoomctl apply POLICY_DIR` (after an untimed detach), then bcc
 (/usr/bin/python3, python3-bpfcc) compiling and loading a counter-only
-KMOD_RET evaluator, and a single try at bcc building the real evaluator
+KMOD_RET evaluator and attaching it, and a single try at bcc building the real evaluator
 (one that reads task->comm). Prints JSON.
 """
 
@@ -17,7 +17,7 @@ import sys
 import time
 
 BCC_COUNTER = r'''
-from bcc import BPF
+from bcc import BPF, lib
 text = """
 struct oom_control;
 BPF_ARRAY(evaluations, u64, 1);
@@ -31,11 +31,12 @@ KMOD_RET(bpf_oom_evaluate_task, struct task_struct *task, struct oom_control *oc
 }
 """
 b = BPF(text=text)
-b.load_func("kmod_ret__bpf_oom_evaluate_task", BPF.TRACING)
+fn = b.load_func(b"kmod_ret__bpf_oom_evaluate_task", BPF.TRACING)
+assert lib.bpf_attach_kfunc(fn.fd) >= 0, "attach failed"
 '''
 
 BCC_REAL = r'''
-from bcc import BPF
+from bcc import BPF, lib
 text = """
 #include <linux/sched.h>
 struct oom_control;
@@ -47,7 +48,8 @@ KMOD_RET(bpf_oom_evaluate_task, struct task_struct *task, struct oom_control *oc
 }
 """
 b = BPF(text=text)
-b.load_func("kmod_ret__bpf_oom_evaluate_task", BPF.TRACING)
+fn = b.load_func(b"kmod_ret__bpf_oom_evaluate_task", BPF.TRACING)
+assert lib.bpf_attach_kfunc(fn.fd) >= 0, "attach failed"
 '''
 
 

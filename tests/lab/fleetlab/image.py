@@ -25,7 +25,7 @@ PACKAGES = [
     "libbpf1", "bpftool", "iproute2", "procps", "kmod",
 ]
 # Extra packages per image variant.
-IMAGE_VARIANTS = {"base": [], "bcc": ["python3-bpfcc"]}
+IMAGE_VARIANTS = {"base": [], "bcc": ["python3-bpfcc", "xz-utils"]}
 BUILD_DEPENDENCIES = {"mmdebstrap": "mmdebstrap", "genext2fs": "genext2fs",
                       "resize2fs": "e2fsprogs"}
 

@@ -44,10 +44,25 @@ def test_cgroup_priority_ranks_the_lowest_priority_highest():
     assert "#define DEFAULT_RANK 500" in source
 
 
-def test_cgroup_hash_matches_fnv1a():
-    assert catalog.cgroup_name_hash("") == 0xcbf29ce484222325
-    assert catalog.cgroup_name_hash("a") == 0xaf63dc4c8601ec8c
+def fnv1a64(data: bytes) -> int:
+    value = 0xcbf29ce484222325
+    for byte in data:
+        value = ((value ^ byte) * 0x100000001b3) % 2**64
+    return value
+
+
+def test_cgroup_hash_is_fnv1a_over_the_zero_padded_name():
+    assert catalog.cgroup_name_hash("a.slice") == fnv1a64(b"a.slice".ljust(64, b"\0"))
     assert catalog.cgroup_name_hash("x" * 100) == catalog.cgroup_name_hash("x" * 63)
+
+
+def test_comm_patterns_are_words_and_masks():
+    exact = catalog.comm_pattern("sshd", exact=True)
+    prefix = catalog.comm_pattern("sshd", exact=False)
+    assert exact == ("{ { 0x0000000064687373ULL, 0x0000000000000000ULL }, "
+                     "{ 0x000000ffffffffffULL, 0x0000000000000000ULL } }")
+    assert prefix.endswith("{ 0x00000000ffffffffULL, 0x0000000000000000ULL } }")
+    assert catalog.comm_pattern("x" * 15, exact=True).endswith("0xffffffffffffffffULL } }")
 
 
 def test_c_string_escapes_every_byte():
