@@ -42,7 +42,8 @@ def memhog(tmp_path_factory):
 
 def _prepare(host, memhog):
     fleet.run_on(host, f"mkdir -p {GUEST_DIR}")
-    for path in (memhog, HERE / "guest" / "bpfload.py", HERE / "guest" / "oom_scenario.py"):
+    for path in (memhog, HERE / "guest" / "bpfload.py", HERE / "guest" / "oom_scenario.py",
+                 AGENT_FILES / "bpfoomctl.py"):
         fleet.copy_to(host, path, f"{GUEST_DIR}/{path.name}")
     return LabHost(host)
 

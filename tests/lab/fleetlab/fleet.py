@@ -12,7 +12,6 @@ import re
 import shutil
 import signal
 import socket
-import statistics
 import subprocess
 import time
 from pathlib import Path
@@ -347,8 +346,3 @@ def write_inventory(fleet: dict) -> None:
                       f"          lab_kernel: {host['kernel']}",
                       f"          lab_kernel_release: {host['release']}"]
     inventory_path().write_text("\n".join(lines) + "\n")
-
-
-def boot_times() -> dict:
-    times = [host["boot_to_ssh_s"] for host in load_fleet()["hosts"].values() if "boot_to_ssh_s" in host]
-    return {"median_s": statistics.median(times) if times else None, "all_s": times}
