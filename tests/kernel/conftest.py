@@ -54,6 +54,12 @@ def _patched(lab, memhog):
 
 
 @pytest.fixture(scope="session")
+def hook2_host(lab, memhog):
+    """hook2, the agent tests' host, with the scenario tools copied."""
+    return _prepare(lab["hook2"], memhog)
+
+
+@pytest.fixture(scope="session")
 def _unpatched(lab, memhog):
     return _prepare(lab["nohook1"], memhog)
 

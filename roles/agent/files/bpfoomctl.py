@@ -87,6 +87,7 @@ def _load_libbpf():
         ("btf__name_by_offset", cp, [vp, ctypes.c_uint]),
         ("ring_buffer__new", vp, [ctypes.c_int, vp, vp, vp]),
         ("ring_buffer__poll", ctypes.c_int, [vp, ctypes.c_int]),
+        ("ring_buffer__free", None, [vp]),
     ):
         function = getattr(lib, name)
         function.restype, function.argtypes = restype, argtypes
@@ -631,13 +632,23 @@ def events(once=False):
         return 0
 
     callback = callback_type(handle)
-    ring, ring_hash = None, None
+    ring, ring_key, ring_fd = None, None, -1
     while True:
-        attached = status().get("attached_policy")
-        if attached and attached["policy_hash"] != ring_hash:
-            fd = libbpf().bpf_obj_get(os.path.join(PIN_ROOT, attached["policy_hash"], "events").encode())
-            ring = libbpf().ring_buffer__new(fd, ctypes.cast(callback, ctypes.c_void_p), None, None) if fd >= 0 else None
-            ring_hash, state["policy"] = attached["policy_hash"], attached
+        # Cheap to poll: a new policy (or the same one attached anew) shows as another events map.
+        desired = _read(DESIRED_FILE)
+        fd = libbpf().bpf_obj_get(os.path.join(PIN_ROOT, desired, "events").encode()) if desired else -1
+        if fd >= 0:
+            key = (desired, _info(fd)[1])
+            if key != ring_key:
+                if ring:
+                    libbpf().ring_buffer__free(ring)
+                    os.close(ring_fd)       # the ring uses its map's fd until freed
+                ring_fd = fd
+                ring = libbpf().ring_buffer__new(fd, ctypes.cast(callback, ctypes.c_void_p), None, None)
+                ring_key, state["policy"] = key, {"policy_name": pinned_view(desired)["policy_name"],
+                                                  "policy_hash": desired}
+            else:
+                os.close(fd)
         if ring:
             libbpf().ring_buffer__poll(ring, 0 if once else 2000)
         elif not once:
