@@ -3,7 +3,7 @@
 Policies are built by the catalog (tests/policytools.py: the same validation,
 templates and compile cache as the policy_build action) and applied with the
 agent's own loader, bpfoomctl. Scenario: hog_a 60 MiB, hog_b 10 MiB, hog_c
-(the trigger) 30 MiB in a 96 MiB memcg; left alone, the kernel kills hog_a.
+(the trigger) 28 MiB in a 96 MiB memcg; left alone, the kernel kills hog_a.
 """
 
 import pytest
@@ -25,7 +25,7 @@ def apply(host, cache, args):
 def test_prefer_by_comm_kills_the_preferred_task(agent_host, policy_cache):
     apply(agent_host, policy_cache, {"name": "prefer_b", "template": "prefer_avoid",
                                      "params": {"prefer": {"comm": ["hog_b"]}}})
-    outcome = agent_host.oom(LIMIT_MIB, [("hog_a", 60), ("hog_b", 10), ("hog_c", 30)])
+    outcome = agent_host.oom(LIMIT_MIB, [("hog_a", 60), ("hog_b", 10), ("hog_c", 28)])
     assert outcome["killed"] == ["hog_b"], outcome
     assert outcome["policy_names"] == ["prefer_b"], outcome     # the frame never re-selects a dying victim
 
@@ -33,7 +33,7 @@ def test_prefer_by_comm_kills_the_preferred_task(agent_host, policy_cache):
 def test_prefer_by_cgroup_kills_the_task_in_that_slice(agent_host, policy_cache):
     apply(agent_host, policy_cache, {"name": "batch_first", "template": "prefer_avoid",
                                      "params": {"prefer": {"cgroup": ["batch.slice"]}}})
-    outcome = agent_host.oom(LIMIT_MIB, [("hog_a", 60), ("hog_b", 10, "batch.slice"), ("hog_c", 30)])
+    outcome = agent_host.oom(LIMIT_MIB, [("hog_a", 60), ("hog_b", 10, "batch.slice"), ("hog_c", 28)])
     assert outcome["killed"] == ["hog_b"], outcome
     assert outcome["policy_names"] == ["batch_first"], outcome
 
@@ -41,7 +41,7 @@ def test_prefer_by_cgroup_kills_the_task_in_that_slice(agent_host, policy_cache)
 def test_avoiding_every_task_still_leaves_a_victim(agent_host, policy_cache):
     apply(agent_host, policy_cache, {"name": "avoid_all", "template": "prefer_avoid",
                                      "params": {"avoid": {"comm_prefix": ["hog_"]}}})
-    outcome = agent_host.oom(LIMIT_MIB, [("hog_a", 60), ("hog_b", 10), ("hog_c", 30)])
+    outcome = agent_host.oom(LIMIT_MIB, [("hog_a", 60), ("hog_b", 10), ("hog_c", 28)])
     assert outcome["killed"] == ["hog_a"], outcome               # ties among the avoided: the kernel's choice
     assert not outcome["no_victim"], outcome
 
@@ -50,7 +50,7 @@ def test_strict_avoid_really_never_kills(agent_host, policy_cache):
     """The documented cost of strict: avoiding everything leaves the memcg OOM without a victim."""
     apply(agent_host, policy_cache, {"name": "strict_all", "template": "prefer_avoid", "strict": True,
                                      "params": {"avoid": {"comm_prefix": ["hog_"]}}})
-    outcome = agent_host.oom(LIMIT_MIB, [("hog_a", 60), ("hog_b", 10), ("hog_c", 30)], timeout=8)
+    outcome = agent_host.oom(LIMIT_MIB, [("hog_a", 60), ("hog_b", 10), ("hog_c", 28)], timeout=8)
     assert outcome["killed"] == [] and outcome["no_victim"], outcome
 
 
@@ -60,7 +60,7 @@ def test_cgroup_priority_kills_the_lowest_priority(agent_host, policy_cache):
                                          {"cgroup": "important.scope", "priority": 900},
                                          {"cgroup": "batch.slice", "priority": 100}]}})
     outcome = agent_host.oom(LIMIT_MIB, [("hog_a", 60, "important.scope"), ("hog_b", 10, "batch.slice"),
-                                         ("hog_c", 30)])
+                                         ("hog_c", 28)])
     assert outcome["killed"] == ["hog_b"], outcome
     assert outcome["policy_names"] == ["by_priority"], outcome
 
@@ -68,14 +68,14 @@ def test_cgroup_priority_kills_the_lowest_priority(agent_host, policy_cache):
 def test_youngest_tie_breaker_kills_the_newest_of_a_tier(agent_host, policy_cache):
     apply(agent_host, policy_cache, {"name": "youngest", "template": "prefer_avoid", "tie_breaker": "youngest",
                                      "params": {"prefer": {"comm_prefix": ["hog_"]}}})
-    outcome = agent_host.oom(LIMIT_MIB, [("hog_a", 60), ("hog_b", 10), ("hog_c", 30)])
+    outcome = agent_host.oom(LIMIT_MIB, [("hog_a", 60), ("hog_b", 10), ("hog_c", 28)])
     assert outcome["killed"] == ["hog_c"], outcome
 
 
 def test_select_pid_resolves_the_pidfile_on_the_host(agent_host, policy_cache):
     remote = agent_host.upload_policy(build_policy(
         {"name": "pid_b", "template": "select_pid", "params": {"pidfile": "/run/hog_b.pid"}}, policy_cache))
-    outcome = agent_host.oom(LIMIT_MIB, [("hog_a", 60), ("hog_b", 10), ("hog_c", 30)],
+    outcome = agent_host.oom(LIMIT_MIB, [("hog_a", 60), ("hog_b", 10), ("hog_c", 28)],
                              before_trigger=f"bpfoomctl apply {remote}")
     assert outcome["killed"] == ["hog_b"], outcome
     assert outcome["policy_names"] == ["pid_b"], outcome
@@ -85,7 +85,7 @@ def test_each_selection_becomes_a_journal_entry(agent_host, policy_cache):
     apply(agent_host, policy_cache, {"name": "prefer_b", "template": "prefer_avoid",
                                      "params": {"prefer": {"comm": ["hog_b"]}}})
     agent_host.run("journalctl --rotate >/dev/null 2>&1; journalctl --vacuum-time=1s >/dev/null 2>&1; true")
-    agent_host.oom(LIMIT_MIB, [("hog_a", 60), ("hog_b", 10), ("hog_c", 30)])
+    agent_host.oom(LIMIT_MIB, [("hog_a", 60), ("hog_b", 10), ("hog_c", 28)])
     assert agent_host.bpfoomctl("events --once")["events"] >= 1
     journal = agent_host.run("journalctl -t bpfoom -o export --no-pager").stdout
     assert "BPFOOM_POLICY_NAME=prefer_b" in journal
