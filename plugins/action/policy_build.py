@@ -51,7 +51,7 @@ class ActionModule(ActionBase):
             if self._task.check_mode:
                 built, compiled = cached or manifest, False
             else:
-                built, compiled = policy_compile.build(source, manifest, cache_dir, tools)
+                built, compiled = policy_compile.build(source, manifest, cache_dir, tools, key)
         except policy_compile.CompileError as error:
             raise AnsibleActionFail(f"{host}: {error}") from None
 
@@ -69,7 +69,7 @@ class ActionModule(ActionBase):
             host_params=manifest["host_params"],
         )
         if self._task.diff:
-            result["diff"] = {"before": self._previous_source(cache_dir, host, key), "after": source,
+            result["diff"] = {"before": self._previous_source(cache_dir, host), "after": source,
                               "before_header": f"{host}: previous policy source", "after_header": f"{host}: {spec['name']}"}
         if not self._task.check_mode:
             self._remember(cache_dir, host, key)
@@ -90,7 +90,7 @@ class ActionModule(ActionBase):
     def _host_record(cache_dir, host):
         return os.path.join(cache_dir, "hosts", host)
 
-    def _previous_source(self, cache_dir, host, key):
+    def _previous_source(self, cache_dir, host):
         """The source last built for this host, for diff mode ('' if none)."""
         try:
             with open(self._host_record(cache_dir, host)) as record:

@@ -101,9 +101,12 @@ def lookup(cache_dir: str, key: str):
         return json.load(handle)
 
 
-def build(source: str, manifest: dict, cache_dir: str, tools: dict) -> tuple:
-    """Compile source unless its object is cached; return (manifest, compiled)."""
-    key = cache_key(source, tools)
+def build(source: str, manifest: dict, cache_dir: str, tools: dict, key: str = None) -> tuple:
+    """Compile source unless its object is cached; return (manifest, compiled).
+
+    key: cache_key(source, tools) when the caller has it already.
+    """
+    key = key or cache_key(source, tools)
     entry = os.path.join(cache_dir, key)
     os.makedirs(cache_dir, exist_ok=True)
     with open(os.path.join(cache_dir, f"{key}.lock"), "w") as lock:
