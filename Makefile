@@ -14,15 +14,18 @@ LABCTL := tests/lab/labctl
 BUILD := $(CURDIR)/build
 TEST_LAB := $(BUILD)/test-lab
 COLLECTION_TREE := $(CACHE)/collection-tree/ansible_collections/bpfoom/fleet
+# ansible-playbook bpfoom.fleet.NAME finds this checkout as the collection through a link.
+COLLECTION_LINK := $(BUILD)/collections/ansible_collections/bpfoom/fleet
+export ANSIBLE_COLLECTIONS_PATH := $(BUILD)/collections
 
-.PHONY: help test unit sanity lint compile lab demo deps venv collection-tree clean
+.PHONY: help test unit sanity lint compile lab molecule ee-context demo demo-stop deps venv collection-link collection-tree clean
 
 help:
 	@echo "make test   run every tier: unit, sanity, lint, compile, lab (boots qemu hosts)"
-	@echo "make demo   boot the lab fleet and roll policies out"
+	@echo "make demo   boot the lab fleet and roll policies out (make demo-stop stops it)"
 	@echo "make clean  remove build/ (caches stay in $(CACHE))"
 
-test: unit sanity lint compile lab
+test: unit sanity lint compile ee-context lab molecule
 
 deps:
 	$(LABCTL) deps
@@ -43,6 +46,9 @@ unit: venv
 compile: venv deps
 	pytest -q tests/compile
 
+collection-link:
+	@[ -L $(COLLECTION_LINK) ] || { mkdir -p $(dir $(COLLECTION_LINK)) && ln -sfn $(CURDIR) $(COLLECTION_LINK); }
+
 # ansible-test wants the collection under ansible_collections/NAMESPACE/NAME.
 collection-tree:
 	rm -rf $(COLLECTION_TREE) && mkdir -p $(COLLECTION_TREE)
@@ -58,7 +64,7 @@ lint: venv
 	antsibull-changelog lint
 
 # Kernel and image first, so their progress shows before pytest starts.
-lab: venv deps
+lab: venv deps collection-link
 	$(LABCTL) kernel --variant patched
 	$(LABCTL) kernel --variant unpatched
 	$(LABCTL) image
@@ -67,9 +73,32 @@ lab: venv deps
 	BPFOOM_LAB_DIR=$(TEST_LAB) $(LABCTL) down; \
 	tests/lab/check-no-leftovers $(TEST_LAB); exit $$status
 
-demo:
-	@echo "make demo: not yet — the rollout arrives with issue 5. Boot the lab by hand:"
-	@echo "  $(LABCTL) up --group web=2 --group legacy=1:unpatched"
+# The rollout on lab hosts through molecule (extensions/molecule/default): its own fleet, stopped on any outcome.
+molecule: venv deps collection-link
+	$(LABCTL) kernel --variant patched
+	$(LABCTL) kernel --variant unpatched
+	$(LABCTL) image
+	rm -rf $(BUILD)/molecule-lab
+	cd extensions && status=0; molecule test || status=$$?; \
+	BPFOOM_LAB_DIR=$(BUILD)/molecule-lab ../$(LABCTL) down; \
+	../tests/lab/check-no-leftovers $(BUILD)/molecule-lab; exit $$status
+
+# The AWX execution environment's build context (no container engine here: the image is not built).
+ee-context: venv
+	rm -rf $(BUILD)/ee $(BUILD)/ee-context && mkdir -p $(BUILD)/ee
+	ansible-galaxy collection build --force --output-path $(BUILD)/ee .
+	mv $(BUILD)/ee/bpfoom-fleet-*.tar.gz $(BUILD)/ee/bpfoom-fleet.tar.gz
+	ansible-builder create -f meta/execution-environment.yml -c $(BUILD)/ee-context
+	@echo "[make] build context in $(BUILD)/ee-context (ansible-builder build -c $(BUILD)/ee-context)"
+
+demo: venv deps collection-link
+	$(LABCTL) kernel --variant patched
+	$(LABCTL) kernel --variant unpatched
+	$(LABCTL) image
+	python3 tests/lab/demo/demo.py
+
+demo-stop:
+	$(LABCTL) down
 
 clean:
 	rm -rf $(BUILD)

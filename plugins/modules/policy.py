@@ -30,8 +30,11 @@ options:
   state:
     description:
       - V(present) makes the host run the policy; V(absent) detaches every bpfoom policy (the kernel's own choice).
+      - V(rolled_back) goes back to the newest policy that verified on this host before the one it should run
+        now (the agent's last-known-good list, C(bpfoomctl rollback)). Each run steps back once more: run it once
+        per rollback. Fails, changing nothing, when the host has no earlier policy.
     type: str
-    choices: [present, absent]
+    choices: [present, absent, rolled_back]
     default: present
   src:
     description:
@@ -59,7 +62,8 @@ attributes:
     support: full
     platforms: posix
 notes:
-  - On a kernel without the hook the task fails with a message saying so, and changes nothing.
+  - On a kernel without the hook the task fails with a message saying so, and changes nothing; with
+    O(state=absent) it succeeds unchanged (nothing can be attached there).
 seealso:
   - module: bpfoom.fleet.policy_build
   - module: bpfoom.fleet.policy_info
@@ -78,6 +82,10 @@ EXAMPLES = r"""
 - name: Make the host run it
   bpfoom.fleet.policy:
     build: "{{ built }}"
+
+- name: Back to the policy that ran before
+  bpfoom.fleet.policy:
+    state: rolled_back
 
 - name: Back to the kernel's own OOM choice
   bpfoom.fleet.policy:
@@ -112,8 +120,25 @@ notes:
   elements: str
 """
 
+import os
+
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.bpfoom.fleet.plugins.module_utils.bpfoom_host import policy_identity, run_bpfoomctl
+from ansible_collections.bpfoom.fleet.plugins.module_utils.bpfoom_host import BPFOOMCTL, policy_identity, run_bpfoomctl
+
+
+# The bpfoomctl command that brings each state about.
+STATES = {"present": "apply", "absent": "detach", "rolled_back": "rollback"}
+
+
+def wanted_identity(module, state, policy, status):
+    if state == "present":
+        return {"policy_name": policy["name"], "policy_hash": policy["hash"]}
+    if state == "rolled_back":
+        if not status.get("rollback_target"):
+            module.fail_json(msg="no earlier policy that verified on this host: nothing to roll back to "
+                                 "(state=absent gives the kernel's own choice)", changed=False)
+        return status["rollback_target"]
+    return None
 
 
 def describe(identity):
@@ -123,30 +148,34 @@ def describe(identity):
 
 def main():
     module = AnsibleModule(
-        argument_spec=dict(build=dict(type="dict"), state=dict(type="str", choices=["present", "absent"], default="present"),
+        argument_spec=dict(build=dict(type="dict"), state=dict(type="str", choices=list(STATES), default="present"),
                            src=dict(type="path"), policy=dict(type="dict")),
         required_if=[("state", "present", ("policy",))],
         supports_check_mode=True,
     )
     state, policy = module.params["state"], module.params["policy"]
+    if state == "absent" and not os.path.exists(BPFOOMCTL):
+        module.exit_json(changed=False, previous=None, policy_name=None, policy_hash=None, links=[],
+                         notes=["no agent on this host: no bpfoom policy to detach"])
     status = run_bpfoomctl(module, "status")
+    if not status["hook"] and state == "absent":
+        module.exit_json(changed=False, previous=None, policy_name=None, policy_hash=None, links=[],
+                         notes=[f"the kernel {status['kernel_release']} has no BPF OOM hook: nothing to detach"])
     if not status["hook"]:
         missing = [name for name, present in status["hook_functions"].items() if not present]
         module.fail_json(msg=f"the kernel {status['kernel_release']} has no BPF OOM hook ({', '.join(missing)} not in its BTF): "
                              "boot a kernel carrying the bpf_oom_evaluate_task series, or leave this host out",
                          hook_missing=True, changed=False)
     before = policy_identity(status)
-    wanted = {"policy_name": policy["name"], "policy_hash": policy["hash"]} if state == "present" else None
+    wanted = wanted_identity(module, state, policy, status)
     changed = (before or {}).get("policy_hash") != (wanted or {}).get("policy_hash")
     result = dict(changed=changed, previous=before, notes=[])
     if module._diff:
         result["diff"] = {"before": describe(before), "after": describe(wanted)}
     if changed and not module.check_mode:
-        if state == "present":
-            applied = run_bpfoomctl(module, "apply", module.params["src"])
-            status, result["notes"] = applied["status"], applied.get("notes", [])
-        else:
-            status = run_bpfoomctl(module, "detach")["status"]
+        command = [STATES[state], module.params["src"]] if state == "present" else [STATES[state]]
+        done = run_bpfoomctl(module, *command)
+        status, result["notes"] = done["status"], done.get("notes", [])
         after = policy_identity(status)
         if after != wanted:
             module.fail_json(msg=f"after applying, the kernel reports {describe(after).strip()!r}, "

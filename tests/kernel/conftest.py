@@ -20,6 +20,7 @@ AGENT_FILES = common.REPO_ROOT / "roles" / "agent" / "files"
 GUEST_DIR = "/root/bpfoom-test"
 PIN_ROOT = "/sys/fs/bpf/bpfoom-test"
 CORE_INCLUDE = common.REPO_ROOT / "templates" / "bpf" / "include"
+OOM_SMOKE = common.REPO_ROOT / "plugins" / "module_utils" / "oom_smoke.py"
 FLEET = ["hook=2", "nohook=1:unpatched"]
 
 
@@ -43,7 +44,7 @@ def memhog(tmp_path_factory):
 def _prepare(host, memhog):
     fleet.run_on(host, f"mkdir -p {GUEST_DIR}")
     for path in (memhog, HERE / "guest" / "bpfload.py", HERE / "guest" / "oom_scenario.py",
-                 AGENT_FILES / "bpfoomctl.py"):
+                 AGENT_FILES / "bpfoomctl.py", OOM_SMOKE):
         fleet.copy_to(host, path, f"{GUEST_DIR}/{path.name}")
     return LabHost(host)
 

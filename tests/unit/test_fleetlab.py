@@ -37,9 +37,9 @@ def test_bad_group_specs_are_refused(spec, message):
         fleet.parse_group_specs([spec])
 
 
-def test_a_group_named_twice_is_refused():
-    with pytest.raises(LabError, match="named twice"):
-        fleet.parse_group_specs(["web=1", "web=2"])
+def test_a_group_named_twice_counts_its_hosts_on():
+    plans = fleet.parse_group_specs(["web=1", "db=1", "web=2:unpatched"])
+    assert fleet.host_names(plans) == ["web1", "db1", "web2", "web3"]
 
 
 def test_capacity_refuses_more_than_the_machine_holds():

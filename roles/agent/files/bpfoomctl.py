@@ -272,6 +272,7 @@ def status():
         "libbpf_version": "%d.%d" % libbpf_version(),
         "desired_hash": _read(DESIRED_FILE),
         "last_known_good": _good_list(),
+        "rollback_target": rollback_target(),
         "attached_policy": None,
         "policies": [],
     }
@@ -578,13 +579,25 @@ def policy_dir_of(policy_hash):
     return os.path.join(POLICY_STORE, policy_hash)
 
 
-def rollback():
+def rollback_target():
+    """The newest policy that verified here before the desired one and is still stored, or None."""
     current = _read(DESIRED_FILE)
-    candidates = [h for h in reversed(_good_list()) if h != current and os.path.isdir(policy_dir_of(h))]
-    if not candidates:
+    for policy_hash in reversed(_good_list()):
+        if policy_hash != current and os.path.isdir(policy_dir_of(policy_hash)):
+            try:
+                name = read_manifest(policy_dir_of(policy_hash))["name"]
+            except Failure:
+                continue
+            return {"policy_name": name, "policy_hash": policy_hash}
+    return None
+
+
+def rollback():
+    target = rollback_target()
+    if not target:
         raise Failure(1, "no earlier policy that verified on this host: nothing to roll back to "
                          "(use detach for the kernel's default)")
-    return apply(policy_dir_of(candidates[0]))
+    return apply(policy_dir_of(target["policy_hash"]))
 
 
 def boot():

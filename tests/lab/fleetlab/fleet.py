@@ -92,10 +92,17 @@ def parse_group_specs(specs: list) -> list:
         if count < 1:
             raise LabError(f"bad --group {spec!r}: a group needs at least one host")
         plans.append((match["group"], count, kernel, image_variant))
-    groups = [plan[0] for plan in plans]
-    if len(set(groups)) != len(groups):
-        raise LabError(f"a group is named twice in --group {' '.join(specs)}")
     return plans
+
+
+def host_names(plans: list) -> list:
+    """One name per planned host: GROUP1, GROUP2...; a group named twice (say, with another kernel) counts on."""
+    counts, names = {}, []
+    for group, count, _kernel, _image in plans:
+        for _host in range(count):
+            counts[group] = counts.get(group, 0) + 1
+            names.append(f"{group}{counts[group]}")
+    return names
 
 
 def check_capacity(host_count: int, memory_mib: int) -> None:
@@ -151,9 +158,10 @@ def up(group_specs: list, memory_mib: int = 768, cpus: int = 1, base_port=None,
     kernels = {kernel: kernel_image(kernel) for kernel in {plan[2] for plan in plans}}
     bases = {variant: base_image(variant) for variant in {plan[3] for plan in plans}}
     hosts = {}
+    names = iter(host_names(plans))
     for group, n, kernel, image_variant in plans:
-        for index in range(1, n + 1):
-            name = f"{group}{index}"
+        for _host in range(n):
+            name = next(names)
             hosts[name] = {"name": name, "group": group, "kernel": kernel, "port": next(ports),
                            "memory": memory_mib, "cpus": cpus, "bzImage": str(kernels[kernel]),
                            "release": kernel_release(kernel), "base": str(bases[image_variant])}

@@ -1,0 +1,180 @@
+# Copyright: bpfoom.fleet contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""One provoked memcg OOM, confined to a transient cgroup: what did the kernel kill, and under which policy?
+
+Used by the policy_smoke module on managed hosts and, copied as a plain file,
+by the kernel tests (tests/kernel/guest/oom_scenario.py). Standard library only.
+
+The scenario: a fresh cgroup v2 child of the root with memory.max=LIMIT and no
+swap; one "hog" per process spec, started in order, each holding its MiB (every
+page written, so all of it is charged) before the next starts; the last one
+pushes the cgroup over its limit. Then it waits until a hog is killed or the
+timeout passes (an ABORT or kill-nothing policy leaves the last charge
+retrying). Every hog is killed and the cgroup removed on every path; nothing
+outside the cgroup is ever signalled. The kernel's reports are read from
+/dev/kmsg from where it stood at the start, and only those about this cgroup
+are kept: the host's log is never cleared.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+CGROUP_ROOT = "/sys/fs/cgroup"
+
+# A hog in Python, so hosts need no compiler: name itself (comm), write one
+# byte per page, say "ready", sleep until killed.
+PYTHON_HOG = r"""
+import mmap, signal, sys
+name, mib = sys.argv[1], int(sys.argv[2])
+with open("/proc/self/comm", "w") as comm:
+    comm.write(name[:15])
+memory = mmap.mmap(-1, mib << 20)
+for offset in range(0, mib << 20, 4096):
+    memory[offset] = 1
+print("ready", flush=True)
+while True:
+    signal.pause()
+"""
+
+
+def python_hog(name, mib):
+    return [sys.executable, "-c", PYTHON_HOG, name, str(mib)]
+
+
+def _write(path, value):
+    with open(path, "w") as handle:
+        handle.write(value)
+
+
+class KernelLog:
+    """The kernel's log records written after this object was made (reads /dev/kmsg, clears nothing)."""
+
+    def __init__(self):
+        self.fd = os.open("/dev/kmsg", os.O_RDONLY | os.O_NONBLOCK)
+        os.lseek(self.fd, 0, os.SEEK_END)
+
+    def new_lines(self):
+        lines = []
+        while True:
+            try:
+                record = os.read(self.fd, 8192).decode(errors="replace")
+            except OSError as error:
+                if error.errno == errno.EPIPE:      # records overwritten while we read: go on
+                    continue
+                if error.errno == errno.EAGAIN:
+                    break
+                raise
+            lines.append(record.split(";", 1)[-1].split("\n", 1)[0])
+        return lines
+
+    def close(self):
+        os.close(self.fd)
+
+
+def reports_about(lines, cgroup_path):
+    """The kernel's OOM reports about one memcg: [(invoked line, Killed process line or None)].
+
+    A report runs from an "invoked oom-killer" line to the next; it is about
+    this memcg when it names the memcg's path (the memcg statistics header,
+    and the oom-kill line when something was killed).
+    """
+    starts = [index for index, line in enumerate(lines) if "invoked oom-killer" in line] + [len(lines)]
+    ours = re.compile(re.escape(cgroup_path) + r"[:,/]")
+    reports = []
+    for start, end in zip(starts, starts[1:]):
+        report = lines[start:end]
+        if any(ours.search(line) for line in report):
+            reports.append((report[0], next((line for line in report if "Killed process" in line), None)))
+    return reports
+
+
+def run(processes, limit_mib, timeout, hog_command=python_hog, before_trigger=None, pid_dir=None):
+    """Provoke the OOM; return what happened.
+
+    processes: [(name, mib, child cgroup or None)], the trigger last.
+    before_trigger: called once every process but the last holds its memory,
+    with {name: pid} (to apply a policy that needs those PIDs).
+    pid_dir: when set, each hog's PID is written to PID_DIR/NAME.pid meanwhile.
+    """
+    cgroup_name = f"bpfoom-smoke-{os.getpid()}"
+    cgroup = os.path.join(CGROUP_ROOT, cgroup_name)
+    if not os.path.exists(os.path.join(CGROUP_ROOT, "cgroup.controllers")):
+        raise RuntimeError(f"{CGROUP_ROOT} is not a cgroup v2 hierarchy: the smoke test needs the unified hierarchy")
+    with open(os.path.join(CGROUP_ROOT, "cgroup.subtree_control")) as handle:
+        if "memory" not in handle.read().split():
+            _write(os.path.join(CGROUP_ROOT, "cgroup.subtree_control"), "+memory")
+    log = KernelLog()
+    os.mkdir(cgroup)
+    hogs, pid_files = {}, []
+    try:
+        _write(os.path.join(cgroup, "memory.max"), f"{limit_mib}M")
+        if os.path.exists(os.path.join(cgroup, "memory.swap.max")):
+            _write(os.path.join(cgroup, "memory.swap.max"), "0")
+        for position, (name, mib, child) in enumerate(processes):
+            trigger = position == len(processes) - 1
+            home = os.path.join(cgroup, child) if child else cgroup
+            os.makedirs(home, exist_ok=True)
+            if trigger and before_trigger:
+                before_trigger({hog_name: hog.pid for hog_name, hog in hogs.items()})
+            # The hog joins its cgroup before it allocates anything (preexec runs in the child).
+            hogs[name] = subprocess.Popen(
+                hog_command(name, mib), stdout=subprocess.PIPE, text=True,
+                preexec_fn=lambda procs=os.path.join(home, "cgroup.procs"): _write(procs, str(os.getpid())))
+            if pid_dir:
+                pid_files.append(os.path.join(pid_dir, f"{name}.pid"))
+                _write(pid_files[-1], str(hogs[name].pid))
+            if not trigger and hogs[name].stdout.readline().strip() != "ready":
+                raise RuntimeError(f"{name} did not get its {mib} MiB under the {limit_mib} MiB limit: "
+                                   "raise limit_mib or lower the sizes")
+        deadline = time.monotonic() + timeout
+        timed_out = True
+        while time.monotonic() < deadline:
+            if any(hog.poll() is not None for hog in hogs.values()):
+                time.sleep(1)       # let the victim's exit and the report settle
+                timed_out = False
+                break
+            time.sleep(0.2)
+        killed = sorted(name for name, hog in hogs.items() if hog.poll() == -signal.SIGKILL)
+    finally:
+        for hog in hogs.values():
+            if hog.poll() is None:
+                hog.kill()
+            hog.wait()
+        for path in pid_files:
+            if os.path.exists(path):
+                os.unlink(path)
+        _remove_cgroup(cgroup, {child for _name, _mib, child in processes if child})
+        lines = log.new_lines()
+        log.close()
+    reports = reports_about(lines, f"/{cgroup_name}")
+    names = [m.group(1) for invoked, _killed in reports for m in [re.search(r"policy_name=(\S*),", invoked)] if m]
+    return {
+        "cgroup": f"/{cgroup_name}",
+        "killed": killed,
+        "timed_out": timed_out,
+        "reports": [invoked for invoked, _killed in reports],
+        "policy_names": names,
+        "no_victim": any("no killable processes" in line for line in lines),
+        "kill_lines": [killed for _invoked, killed in reports if killed],
+    }
+
+
+def _remove_cgroup(cgroup, children):
+    """rmdir waits for the killed hogs to leave; give them a few seconds."""
+    for _attempt in range(100):
+        try:
+            for child in children:
+                if os.path.isdir(os.path.join(cgroup, child)):
+                    os.rmdir(os.path.join(cgroup, child))
+            if os.path.isdir(cgroup):
+                os.rmdir(cgroup)
+            return
+        except OSError:
+            time.sleep(0.1)
