@@ -31,7 +31,7 @@ options:
     description:
       - V(present) makes the host run the policy; V(absent) detaches every bpfoom policy (the kernel's own choice).
       - V(rolled_back) goes back to the newest policy that verified on this host before the one it should run
-        now (the agent's last-known-good list, C(bpfoomctl rollback)). Each run steps back once more: run it once
+        now (the agent's last-known-good list, C(bpfoomctl rollback)). Each run steps back once more, so run it once
         per rollback. Fails, changing nothing, when the host has no earlier policy.
     type: str
     choices: [present, absent, rolled_back]

@@ -7,7 +7,6 @@ canary. The hook group runs the demo's web policy (tests/lab/demo/group_vars).
 
 import json
 import re
-import shutil
 import time
 
 import pytest
@@ -23,20 +22,10 @@ WEB = yaml.safe_load((DEMO_VARS / "web.yml").read_text())["bpfoom_policy"]
 NOHOOK = {"name": "legacy", "template": "prefer_avoid", "params": {"avoid": {"cgroup": ["sshd.service"]}}}
 
 
-def lab_inventory(directory, group_vars):
-    """The lab's inventory with group_vars beside it (an inventory directory, as operators keep one)."""
-    shutil.rmtree(directory, ignore_errors=True)
-    (directory / "group_vars").mkdir(parents=True)
-    shutil.copy(fleet.inventory_path(), directory / "hosts.yml")
-    for group, variables in group_vars.items():
-        (directory / "group_vars" / f"{group}.yml").write_text(yaml.safe_dump(variables))
-    return directory
-
-
 @pytest.fixture(scope="module")
 def rollout_lab(lab, tmp_path_factory):
     work = tmp_path_factory.mktemp("rollout")
-    inventory = lab_inventory(work / "inventory", {
+    inventory = fleet.inventory_directory(work / "inventory", {
         "all": {"agent_manage_packages": False, "bpfoom_object_cache": str(work / "objects")},
         "hook": {"bpfoom_group": "hook", "bpfoom_policy": WEB},
         "nohook": {"bpfoom_group": "nohook", "bpfoom_policy": NOHOOK},
@@ -82,7 +71,7 @@ def test_a_failed_canary_smoke_test_stops_the_rollout(lab, rollout_lab):
     assert process.returncode != 0, process.stdout[-3000:]
     assert stop_message(results) == {"hook1": (
         'hook1: rollout stopped at "Provoke a contained memcg OOM and check the victim": smoke test failed: '
-        "the kernel killed report-gen, the policy should have picked web-server")}
+        "the kernel killed report-gen, the policy should have picked web-server")}, process.stdout[-3000:]
     # Only the canary's batch ran: the other hosts were built for, never reached.
     assert list(results["Read the host's kernel and agent"]) == ["hook1"]
     assert {name: attached(lab[name]) for name in ("hook2", "nohook1")} == before
@@ -112,7 +101,8 @@ def test_a_host_without_the_hook_fails_the_rollout_by_default(lab, rollout_lab):
     assert process.returncode != 0
     assert stop_message(results) == {"nohook1": (
         'nohook1: rollout stopped at "Stop at a host whose kernel lacks the hook": kernel 6.12.117-unpatched '
-        "has no BPF OOM hook: boot a kernel carrying it, leave the host out, or set bpfoom_unpatched_hosts=skip")}
+        "has no BPF OOM hook: boot a kernel carrying it, leave the host out, or set bpfoom_unpatched_hosts=skip")}, \
+        process.stdout[-3000:]
 
 
 def test_verify_reports_every_host_and_fails_a_mismatch(lab, rollout_lab):

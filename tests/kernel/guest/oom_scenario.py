@@ -28,7 +28,9 @@ def main(argv):
     before_trigger = None
     if len(argv) > 2 and argv[1] == "--before-trigger":
         command, argv = argv[2], [argv[0]] + argv[3:]
-        before_trigger = lambda _pids: subprocess.run(command, shell=True, check=True, stdout=subprocess.DEVNULL)  # noqa: E731
+
+        def before_trigger(_pids):
+            subprocess.run(command, shell=True, check=True, stdout=subprocess.DEVNULL)
     if len(argv) < 5:
         print(__doc__, file=sys.stderr)
         return 2

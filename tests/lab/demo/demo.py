@@ -9,7 +9,6 @@ policy's smoke test. The hosts stay up afterwards.
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -36,16 +35,6 @@ def boot_or_reuse():
     fleet.up(FLEET, memory_mib=768)
 
 
-def inventory(work: Path) -> Path:
-    """The lab's inventory plus the demo's group_vars, as an operator's inventory directory."""
-    directory = work / "inventory"
-    shutil.rmtree(directory, ignore_errors=True)
-    directory.mkdir(parents=True)
-    shutil.copy(fleet.inventory_path(), directory / "hosts.yml")
-    shutil.copytree(DEMO / "group_vars", directory / "group_vars")
-    return directory
-
-
 def playbook(name, inventory_dir, *extra):
     common.say(f"ansible-playbook bpfoom.fleet.{name}")
     env = dict(os.environ, ANSIBLE_DISPLAY_SKIPPED_HOSTS="false", ANSIBLE_FORCE_COLOR="0")
@@ -68,7 +57,7 @@ def main():
     start = time.monotonic()
     work = common.REPO_ROOT / "build" / "demo"
     boot_or_reuse()
-    inventory_dir = inventory(work)
+    inventory_dir = fleet.inventory_directory(work / "inventory", DEMO / "group_vars")
     report = work / "report.json"
     playbook("rollout", inventory_dir)
     playbook("verify", inventory_dir, "-e", "bpfoom_verify_smoke=true", "-e", f"bpfoom_report_file={report}")

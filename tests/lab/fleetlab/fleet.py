@@ -7,6 +7,7 @@ stops exactly the processes this lab started, even after a failed `up`.
 """
 
 import base64
+import json
 import os
 import re
 import shutil
@@ -354,3 +355,20 @@ def write_inventory(fleet: dict) -> None:
                       f"          lab_kernel: {host['kernel']}",
                       f"          lab_kernel_release: {host['release']}"]
     inventory_path().write_text("\n".join(lines) + "\n")
+
+
+def inventory_directory(directory: Path, group_vars) -> Path:
+    """The inventory with group_vars beside it, as operators keep one: a directory.
+
+    group_vars: {group: variables}, or a directory of group_vars files to copy.
+    """
+    shutil.rmtree(directory, ignore_errors=True)
+    directory.mkdir(parents=True)
+    shutil.copy(inventory_path(), directory / "hosts.yml")
+    if isinstance(group_vars, dict):
+        (directory / "group_vars").mkdir()
+        for group, variables in group_vars.items():
+            (directory / "group_vars" / f"{group}.yml").write_text(json.dumps(variables, indent=1) + "\n")
+    else:
+        shutil.copytree(group_vars, directory / "group_vars")
+    return directory

@@ -1,0 +1,39 @@
+"""Which policy a host runs: the group map (AWX survey) first, then its own bpfoom_policy."""
+
+import pytest
+
+from ansible.errors import AnsibleFilterError
+from ansible_collections.bpfoom.fleet.plugins.filter.group_policy import group_policy
+
+WEB = {"name": "web", "template": "prefer_avoid"}
+DB = {"name": "db", "template": "cgroup_priority"}
+
+
+def test_a_mapped_group_wins_over_group_vars():
+    assert group_policy({"web": WEB}, ["kernel_patched", "web"], DB, "db") == {"group": "web", "policy": WEB}
+
+
+def test_group_vars_when_no_group_is_mapped():
+    assert group_policy({}, ["web"], WEB, "web") == {"group": "web", "policy": WEB}
+    assert group_policy(None, ["a", "b"], WEB) == {"group": "a,b", "policy": WEB}
+
+
+def test_no_policy_at_all():
+    assert group_policy({"db": DB}, ["web"]) == {"group": "web", "policy": None}
+
+
+def test_survey_text_is_yaml():
+    assert group_policy("web:\n  name: web\n  template: prefer_avoid\n", ["web"]) == {"group": "web", "policy": WEB}
+    assert group_policy("  ", ["web"], DB) == {"group": "web", "policy": DB}
+
+
+def test_two_groups_with_different_policies_are_refused():
+    with pytest.raises(AnsibleFilterError, match="different policies"):
+        group_policy({"web": WEB, "db": DB}, ["web", "db"])
+    assert group_policy({"web": WEB, "also": dict(WEB)}, ["web", "also"])["policy"] == WEB
+
+
+@pytest.mark.parametrize("bad", ["web: [unclosed", "- a list"])
+def test_bad_survey_text_is_refused(bad):
+    with pytest.raises(AnsibleFilterError, match="bpfoom_group_policies"):
+        group_policy(bad, ["web"])
