@@ -1,11 +1,16 @@
 # Copyright: bpfoom.fleet contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Test helper: write every task result, per task and host, to $BPFOOM_RESULTS_FILE (JSON)."""
+"""Test helper: write every task result, per task and host, to $BPFOOM_RESULTS_FILE (JSON).
+
+Under "_host_spans", per play and host, the first task start and last task end
+(time.time()), for benchmarks that report wall time per host.
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import time
 
 from ansible.plugins.callback import CallbackBase
 
@@ -14,7 +19,8 @@ name: results_file
 type: aggregate
 short_description: Write task results to a JSON file (tests only)
 description:
-  - Writes a mapping of task name to host to result into the file named by E(BPFOOM_RESULTS_FILE).
+  - Writes a mapping of task name to host to result into the file named by E(BPFOOM_RESULTS_FILE),
+    and under C(_host_spans), per play and host, the first task start and last task end.
 requirements:
   - E(BPFOOM_RESULTS_FILE) set to a writable path
 """
@@ -29,10 +35,19 @@ class CallbackModule(CallbackBase):
     def __init__(self):
         super().__init__()
         self.results = {}
+        self.spans = {}
+        self.play = None
+
+    def v2_playbook_on_play_start(self, play):
+        self.play = play.get_name()
 
     def _record(self, result):
-        task = result._task.get_name()
-        self.results.setdefault(task, {})[result._host.get_name()] = self._convert(result._result)
+        task, host = result._task.get_name(), result._host.get_name()
+        self.results.setdefault(task, {})[host] = self._convert(result._result)
+        self.spans.setdefault(self.play, {}).setdefault(host, [time.time(), None])[1] = time.time()
+
+    def v2_runner_on_start(self, host, task):
+        self.spans.setdefault(self.play, {}).setdefault(host.get_name(), [time.time(), None])
 
     @staticmethod
     def _convert(value):
@@ -51,4 +66,4 @@ class CallbackModule(CallbackBase):
         path = os.environ.get("BPFOOM_RESULTS_FILE")
         if path:
             with open(path, "w") as handle:
-                json.dump(self.results, handle, indent=1)
+                json.dump(dict(self.results, _host_spans=self.spans), handle, indent=1)
