@@ -79,7 +79,7 @@ molecule: venv deps collection-link
 	$(LABCTL) kernel --variant unpatched
 	$(LABCTL) image
 	rm -rf $(BUILD)/molecule-lab
-	cd extensions && status=0; molecule test || status=$$?; \
+	cd extensions && status=0; NO_COLOR=1 molecule test || status=$$?; \
 	BPFOOM_LAB_DIR=$(BUILD)/molecule-lab ../$(LABCTL) down; \
 	../tests/lab/check-no-leftovers $(BUILD)/molecule-lab; exit $$status
 

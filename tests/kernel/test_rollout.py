@@ -4,8 +4,8 @@ The session fleet: hook1 and hook2 (group hook, the patched kernel), nohook1
 (group nohook, the unpatched one), in that inventory order, so hook1 is the
 canary. The hook group runs the demo's web policy (tests/lab/demo/group_vars).
 The tests run in file order, each from the state the one before left, as an
-operator's runs follow each other: a failed canary, a rollout, a hostless
-kernel, verify, rollback and detach.
+operator's runs follow each other: a failed canary, a rollout, a check-mode
+run, a kernel without the hook, verify, rollback and detach.
 """
 
 import json
@@ -36,8 +36,8 @@ def rollout_lab(lab, tmp_path_factory):
     return {"work": work, "inventory": inventory}
 
 
-def playbook(rollout_lab, name, **extra_vars):
-    return run_playbook(f"bpfoom.fleet.{name}", rollout_lab["inventory"], "-e", json.dumps(extra_vars),
+def playbook(rollout_lab, name, *options, **extra_vars):
+    return run_playbook(f"bpfoom.fleet.{name}", rollout_lab["inventory"], *options, "-e", json.dumps(extra_vars),
                         results_dir=rollout_lab["work"], timeout=1200)
 
 
@@ -97,6 +97,19 @@ def test_rollout_applies_each_group_then_a_second_run_changes_nothing(lab, rollo
     assert {host: counts["changed"] for host, counts in recap(process).items()} == \
         {"hook1": 0, "hook2": 0, "nohook1": 0}, process.stdout[-3000:]
     print(f"second rollout, nothing to change: {elapsed:.0f} s for 3 hosts")
+
+
+def test_check_mode_predicts_the_swap_and_changes_nothing(lab, rollout_lab):
+    newer = dict(WEB, name="web_next", params=dict(WEB["params"], prefer={"comm_prefix": ["report-", "batch-"]}))
+    process, results = playbook(rollout_lab, "rollout", "--check", "--diff", bpfoom_hosts="hook1",
+                                bpfoom_group_policies={"hook": newer})
+    assert process.returncode == 0, process.stdout[-3000:]
+    applied = results["Apply the policy (make-before-break; verified from the kernel)"]["hook1"]
+    assert applied["changed"] and applied["policy_name"] == "web_next", applied
+    assert applied["diff"]["before"].startswith("policy_name: web\n"), applied["diff"]
+    assert applied["diff"]["after"].startswith("policy_name: web_next\n"), applied["diff"]
+    assert "hook1: would run web_next" in results["Show each host's outcome"]["hook1"]["msg"][0]
+    assert attached(lab["hook1"]) == "web"
 
 
 def test_a_host_without_the_hook_fails_the_rollout_by_default(lab, rollout_lab):
