@@ -16,6 +16,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(REPO / "build" / "collections"))     # the link make demo made
 
 from policytools import run_playbook  # noqa: E402
 
