@@ -60,7 +60,7 @@ sanity: venv collection-tree
 	cd $(COLLECTION_TREE) && ansible-test sanity --local --requirements --python 3.11 --color no
 
 lint: venv
-	ansible-lint --profile production
+	env -u ANSIBLE_COLLECTIONS_PATH ansible-lint --profile production   # it installs the collection in .ansible/ itself
 	antsibull-changelog lint
 
 # Kernel and image first, so their progress shows before pytest starts.
