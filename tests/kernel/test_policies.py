@@ -72,6 +72,16 @@ def test_youngest_tie_breaker_kills_the_newest_of_a_tier(agent_host, policy_cach
     assert outcome["killed"] == ["hog_c"], outcome
 
 
+def test_a_tie_the_kernel_took_is_still_ranked(agent_host, policy_cache):
+    """hog_b, then hog_a of the same rank: the kernel's comparison takes hog_a. The frame must
+    know hog_a's rank from that tie (bpfoom_chosen), or it would leave hog_c to the kernel too."""
+    apply(agent_host, policy_cache, {"name": "prefer_c", "template": "prefer_avoid",
+                                     "params": {"prefer": {"comm": ["hog_c"]}}})
+    outcome = agent_host.oom(LIMIT_MIB, [("hog_b", 10), ("hog_a", 60), ("hog_c", 28)])
+    assert outcome["killed"] == ["hog_c"], outcome
+    assert outcome["policy_names"] == ["prefer_c"], outcome
+
+
 def test_select_pid_resolves_the_pidfile_on_the_host(agent_host, policy_cache):
     remote = agent_host.upload_policy(build_policy(
         {"name": "pid_b", "template": "select_pid", "params": {"pidfile": "/run/hog_b.pid"}}, policy_cache))
