@@ -18,7 +18,7 @@ COLLECTION_TREE := $(CACHE)/collection-tree/ansible_collections/bpfoom/fleet
 COLLECTION_LINK := $(BUILD)/collections/ansible_collections/bpfoom/fleet
 export ANSIBLE_COLLECTIONS_PATH := $(BUILD)/collections
 
-.PHONY: help test unit sanity lint compile lab molecule ee-context demo demo-stop deps venv collection-link collection-tree clean
+.PHONY: help test unit sanity lint compile lab lab-artifacts molecule ee-context demo demo-stop deps venv collection-link collection-tree clean
 
 help:
 	@echo "make test   run every tier: unit, sanity, lint, compile, lab (boots qemu hosts)"
@@ -63,21 +63,21 @@ lint: venv
 	env -u ANSIBLE_COLLECTIONS_PATH ansible-lint --profile production   # it installs the collection in .ansible/ itself
 	antsibull-changelog lint
 
-# Kernel and image first, so their progress shows before pytest starts.
-lab: venv deps collection-link
+# The lab's kernels and host image, built or reused (cached by content), before anything boots.
+lab-artifacts: deps
 	$(LABCTL) kernel --variant patched
 	$(LABCTL) kernel --variant unpatched
 	$(LABCTL) image
+
+# Every lab test, on a fleet of its own (build/test-lab), stopped on any outcome.
+lab: venv collection-link lab-artifacts
 	rm -rf $(TEST_LAB)
 	status=0; BPFOOM_TEST_LAB_DIR=$(TEST_LAB) pytest -m lab tests/kernel || status=$$?; \
 	BPFOOM_LAB_DIR=$(TEST_LAB) $(LABCTL) down; \
 	tests/lab/check-no-leftovers $(TEST_LAB); exit $$status
 
 # The rollout on lab hosts through molecule (extensions/molecule/default): its own fleet, stopped on any outcome.
-molecule: venv deps collection-link
-	$(LABCTL) kernel --variant patched
-	$(LABCTL) kernel --variant unpatched
-	$(LABCTL) image
+molecule: venv collection-link lab-artifacts
 	rm -rf $(BUILD)/molecule-lab
 	cd extensions && status=0; NO_COLOR=1 molecule test || status=$$?; \
 	BPFOOM_LAB_DIR=$(BUILD)/molecule-lab ../$(LABCTL) down; \
@@ -91,10 +91,7 @@ ee-context: venv
 	ansible-builder create -f meta/execution-environment.yml -c $(BUILD)/ee-context
 	@echo "[make] build context in $(BUILD)/ee-context (ansible-builder build -c $(BUILD)/ee-context)"
 
-demo: venv deps collection-link
-	$(LABCTL) kernel --variant patched
-	$(LABCTL) kernel --variant unpatched
-	$(LABCTL) image
+demo: venv collection-link lab-artifacts
 	python3 tests/lab/demo/demo.py
 
 demo-stop:
