@@ -77,11 +77,15 @@ lab: venv collection-link lab-artifacts
 	tests/lab/check-no-leftovers $(TEST_LAB); exit $$status
 
 # The rollout on lab hosts through molecule (extensions/molecule/default): its own fleet, stopped on any outcome.
+# On failure, the failed tasks are repeated last, where a CI log's tail shows them.
 molecule: venv collection-link lab-artifacts
 	rm -rf $(BUILD)/molecule-lab
-	cd extensions && status=0; NO_COLOR=1 molecule test || status=$$?; \
+	cd extensions && status=0; NO_COLOR=1 molecule test 2>&1 | tee $(BUILD)/molecule.log || status=$$?; \
 	BPFOOM_LAB_DIR=$(BUILD)/molecule-lab ../$(LABCTL) down; \
-	../tests/lab/check-no-leftovers $(BUILD)/molecule-lab; exit $$status
+	../tests/lab/check-no-leftovers $(BUILD)/molecule-lab; \
+	if [ $$status -ne 0 ]; then echo "[make] molecule failed at (full log: $(BUILD)/molecule.log):"; \
+		grep -E -A4 '^(fatal|failed):|FAILED!' $(BUILD)/molecule.log | cut -c1-2000 | tail -60 || true; fi; \
+	exit $$status
 
 # The AWX execution environment's build context (no container engine here: the image is not built).
 ee-context: venv

@@ -12,8 +12,11 @@ description:
   - In a transient cgroup (C(/sys/fs/cgroup/bpfoom-smoke-PID)) with O(limit_mib) of memory and no swap, starts
     one small process per entry of O(processes), in order, each holding its memory before the next starts. The
     last one pushes the cgroup over its limit, so the kernel runs a memcg OOM and the attached policy chooses.
-  - Reports which process the kernel killed and the C(policy_name=) of the kernel's OOM report, and fails when
-    they differ from O(expect_victim) or O(expect_policy_name).
+  - Reports which process the kernel killed first and the C(policy_name=) of the kernel's OOM report, and fails
+    when they differ from O(expect_victim) or O(expect_policy_name).
+  - The trigger runs at nice 19, so that on a small host the victim's exit is not overtaken by the trigger.
+    Where it still is (the victim's memory is freed only after the kernel has marked it done), a second OOM
+    kills a second process; the module warns about it and judges the first, the policy's choice among all.
   - Never signals a process outside its cgroup, kills its own processes and removes the cgroup on every path,
     and gives up after O(timeout) seconds. Reads the kernel log from where it stood at the start; it never
     clears it.
@@ -88,7 +91,7 @@ EXAMPLES = r"""
 
 RETURN = r"""
 victim:
-  description: Name of the process the kernel killed (null if none was killed).
+  description: Name of the process the first OOM killed (null if none was killed).
   returned: unless skipped in check mode
   type: str
   sample: report-gen
@@ -108,7 +111,7 @@ as_expected:
   returned: unless skipped in check mode
   type: bool
 report:
-  description: The kernel's C(invoked oom-killer) line and its C(Killed process) line.
+  description: The first OOM report's C(invoked oom-killer) line and its C(Killed process) line.
   returned: unless skipped in check mode
   type: list
   elements: str
@@ -167,21 +170,23 @@ def main():
                                 module.params["limit_mib"], module.params["timeout"])
     except (OSError, RuntimeError) as error:
         module.fail_json(msg=f"the smoke test could not run: {error}")
-    victim = outcome["killed"][0] if len(outcome["killed"]) == 1 else None
-    policy_name = outcome["policy_names"][-1] if outcome["policy_names"] else None
+    victim = outcome["victim"]
+    policy_name = outcome["policy_names"][0] if outcome["policy_names"] else None
     expected_victim, expected_name = module.params["expect_victim"], module.params["expect_policy_name"]
     problems = []
     if not outcome["reports"] and not outcome["killed"]:
         problems.append(f"no OOM happened within {module.params['timeout']} s: the processes fit under "
                         f"{module.params['limit_mib']} MiB, or the policy killed nothing (no_victim={outcome['no_victim']})")
     if len(outcome["killed"]) > 1:
-        problems.append(f"the kernel killed {outcome['killed']}: more than one OOM; leave more room under limit_mib")
+        module.warn(f"a second OOM followed the first and killed {sorted(set(outcome['killed']) - {victim})} too: "
+                    f"the trigger retried before {victim}'s memory was freed, or the processes left after the "
+                    f"first kill do not fit under {module.params['limit_mib']} MiB")
     if expected_victim is not None and victim != expected_victim:
         problems.append(f"the kernel killed {victim or 'nothing'}, the policy should have picked {expected_victim}")
     if expected_name is not None and policy_name != expected_name:
         problems.append(f"the OOM report says policy_name={policy_name}, expected {expected_name}")
     result = dict(changed=False, victim=victim, killed=outcome["killed"], policy_name=policy_name,
-                  as_expected=not problems, report=outcome["reports"][-1:] + outcome["kill_lines"][-1:],
+                  as_expected=not problems, report=outcome["reports"][:1] + outcome["kill_lines"][:1],
                   timed_out=outcome["timed_out"], cgroup=outcome["cgroup"])
     if problems:
         module.fail_json(msg="smoke test failed: " + "; ".join(problems), **result)

@@ -164,7 +164,7 @@ def test_a_killed_agent_leaves_the_policy_and_its_restart_adopts_it(lab, agent_l
 def test_the_running_agent_logs_each_selection(lab, agent_lab, hook2_host):
     play(agent_lab, "apply_policy.yml", "hook2", policy=PREFER_B)
     outcome = hook2_host.oom(96, [("hog_a", 60), ("hog_b", 10), ("hog_c", 28)])
-    assert outcome["killed"] == ["hog_b"], outcome
+    assert outcome["victim"] == "hog_b", outcome
     for _attempt in range(20):
         journal = fleet.run_on(lab["hook2"], "journalctl -o export --no-pager _SYSTEMD_UNIT=bpfoom.service "
                                              "SYSLOG_IDENTIFIER=bpfoom").stdout
