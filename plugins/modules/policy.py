@@ -141,6 +141,11 @@ def wanted_identity(module, state, policy, status):
     return None
 
 
+def exit_nothing_to_detach(module, why):
+    """state=absent where no bpfoom policy can be attached: unchanged, saying why."""
+    module.exit_json(changed=False, previous=None, policy_name=None, policy_hash=None, links=[], notes=[why])
+
+
 def describe(identity):
     return "none (the kernel's own choice)\n" if identity is None else \
         f"policy_name: {identity['policy_name']}\npolicy_hash: {identity['policy_hash']}\n"
@@ -155,12 +160,10 @@ def main():
     )
     state, policy = module.params["state"], module.params["policy"]
     if state == "absent" and not os.path.exists(BPFOOMCTL):
-        module.exit_json(changed=False, previous=None, policy_name=None, policy_hash=None, links=[],
-                         notes=["no agent on this host: no bpfoom policy to detach"])
+        exit_nothing_to_detach(module, "no agent on this host: no bpfoom policy to detach")
     status = run_bpfoomctl(module, "status")
     if not status["hook"] and state == "absent":
-        module.exit_json(changed=False, previous=None, policy_name=None, policy_hash=None, links=[],
-                         notes=[f"the kernel {status['kernel_release']} has no BPF OOM hook: nothing to detach"])
+        exit_nothing_to_detach(module, f"the kernel {status['kernel_release']} has no BPF OOM hook: nothing to detach")
     if not status["hook"]:
         missing = [name for name, present in status["hook_functions"].items() if not present]
         module.fail_json(msg=f"the kernel {status['kernel_release']} has no BPF OOM hook ({', '.join(missing)} not in its BTF): "
