@@ -31,10 +31,11 @@ CGROUP_ROOT = "/sys/fs/cgroup"
 # SECOND_OOM_RACE: the victim's exit_mmap() marks it done for the OOM killer
 # (MMF_OOM_SKIP) before it frees its pages; a trigger that retries its charge
 # in that gap makes a second OOM, which kills a second hog. Measured on a
-# one-CPU lab host: 14 smoke tests in 40 (Python hogs), 2 in 40 (C hogs); with
-# the trigger at nice 19, so that the dying victim keeps the CPU, 0 in 80. On
-# hosts with more CPUs the two run side by side, so the victim is the first
-# hog the kernel killed, and later kills are only reported.
+# one-CPU lab host (tests/benchmarks/smoke_second_oom.py): 1 to 14 smoke
+# tests in 40 with the trigger at nice 0; at nice 19, so that the dying victim
+# keeps the CPU, none in 210. On hosts with more CPUs the two run side by
+# side, so the victim is the first hog the kernel killed (always the policy's
+# choice in those runs), and later kills are only reported.
 
 # A hog in Python, so hosts need no compiler: name itself (comm), write one
 # byte per page of private memory (a heap, as the C hog of the tests has),
@@ -110,13 +111,14 @@ def reports_about(lines, cgroup_path):
     return reports
 
 
-def run(processes, limit_mib, timeout, hog_command=python_hog, before_trigger=None, pid_dir=None):
+def run(processes, limit_mib, timeout, hog_command=python_hog, before_trigger=None, pid_dir=None, trigger_nice=19):
     """Provoke the OOM; return what happened.
 
     processes: [(name, mib, child cgroup or None)], the trigger last.
     before_trigger: called once every process but the last holds its memory,
     with {name: pid} (to apply a policy that needs those PIDs).
     pid_dir: when set, each hog's PID is written to PID_DIR/NAME.pid meanwhile.
+    trigger_nice: the trigger's nice value (SECOND_OOM_RACE; other values for benchmarks only).
     """
     cgroup_name = f"bpfoom-smoke-{os.getpid()}"
     cgroup = os.path.join(CGROUP_ROOT, cgroup_name)
@@ -141,7 +143,7 @@ def run(processes, limit_mib, timeout, hog_command=python_hog, before_trigger=No
             # The hog joins its cgroup before it allocates anything (preexec runs in the child).
             hogs[name] = subprocess.Popen(
                 hog_command(name, mib), stdout=subprocess.PIPE, text=True,
-                preexec_fn=lambda procs=os.path.join(home, "cgroup.procs"), nice=19 if trigger else 0:
+                preexec_fn=lambda procs=os.path.join(home, "cgroup.procs"), nice=trigger_nice if trigger else 0:
                     _enter(procs, nice))
             if pid_dir:
                 pid_files.append(os.path.join(pid_dir, f"{name}.pid"))
