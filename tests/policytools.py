@@ -1,7 +1,9 @@
 """Build catalog policies outside Ansible, for the test tiers and benchmarks.
 
 The catalog's own validation and C literals, plain Jinja with the options the
-policy_build action gives Ansible's templar, and the real compile cache.
+policy_build action gives Ansible's templar, and the real compile cache. Also
+the agent's program on a lab host, where a test or benchmark drives bpfoomctl
+without Ansible.
 """
 
 import json
@@ -13,9 +15,19 @@ import jinja2
 import yaml
 
 from ansible_collections.bpfoom.fleet.plugins.plugin_utils import policy_catalog, policy_compile
+from fleetlab import fleet
 
 TESTS = Path(__file__).resolve().parent
+AGENT_FILES = TESTS.parent / "roles" / "agent" / "files"
 EXAMPLES = yaml.safe_load((TESTS / "policy_examples.yml").read_text())
+
+
+def install_agent(host: dict) -> None:
+    """bpfoomctl on a lab host as the agent role installs it (the program and its command), without the unit."""
+    fleet.run_on(host, "install -d -m 0755 /usr/local/lib/bpfoom")
+    fleet.copy_to(host, AGENT_FILES / "bpfoomctl.py", "/usr/local/lib/bpfoom/bpfoomctl.py")
+    fleet.copy_to(host, AGENT_FILES / "bpfoomctl", "/usr/local/sbin/bpfoomctl")
+    fleet.run_on(host, "chmod 0644 /usr/local/lib/bpfoom/bpfoomctl.py; chmod 0755 /usr/local/sbin/bpfoomctl")
 
 
 def jinja_render(path, variables):

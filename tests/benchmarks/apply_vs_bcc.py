@@ -21,9 +21,8 @@ TESTS = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(TESTS / "lab"), str(TESTS), str(TESTS.parent / "build" / "collections")]
 
 from fleetlab import fleet  # noqa: E402  (needs the paths above)
-from policytools import EXAMPLES, build_policy  # noqa: E402
+from policytools import EXAMPLES, build_policy, install_agent  # noqa: E402
 
-AGENT = TESTS.parent / "roles" / "agent" / "files"
 
 
 def main() -> int:
@@ -34,9 +33,8 @@ def main() -> int:
         os.environ["BPFOOM_LAB_DIR"] = str(Path(work) / "lab")
         try:
             host = fleet.up(["bench=1:patched:bcc"], memory_mib=1536, cpus=2)["hosts"]["bench1"]
-            fleet.run_on(host, "install -d -m 0755 /usr/local/lib/bpfoom && install -d -m 0700 /root/policy")
-            fleet.copy_to(host, AGENT / "bpfoomctl.py", "/usr/local/lib/bpfoom/bpfoomctl.py")
-            fleet.copy_to(host, AGENT / "bpfoomctl", "/usr/local/sbin/bpfoomctl")
+            install_agent(host)
+            fleet.run_on(host, "install -d -m 0700 /root/policy")
             entry = build_policy(EXAMPLES["prefer_avoid"], Path(work) / "objects")
             for name in ("policy.bpf.o", "manifest.json"):
                 fleet.copy_to(host, entry / name, f"/root/policy/{name}")

@@ -25,10 +25,9 @@ TESTS = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(TESTS / "lab"), str(TESTS), str(TESTS.parent / "build" / "collections")]
 
 from fleetlab import fleet  # noqa: E402  (needs the paths above)
-from policytools import build_policy  # noqa: E402
+from policytools import build_policy, install_agent  # noqa: E402
 
 ROOT = TESTS.parent
-AGENT = ROOT / "roles" / "agent" / "files"
 WEB_POLICY = yaml.safe_load((TESTS / "lab" / "demo" / "group_vars" / "web.yml").read_text())["bpfoom_policy"]
 
 # On the host: the scenario RUNS times per trigger priority, counted. Arguments: RUNS SMOKE_JSON.
@@ -57,9 +56,8 @@ def main() -> int:
         os.environ["BPFOOM_LAB_DIR"] = str(Path(work) / "lab")
         try:
             host = fleet.up(["bench=1:patched"])["hosts"]["bench1"]
-            fleet.run_on(host, "install -d -m 0755 /usr/local/lib/bpfoom && install -d -m 0700 /root/policy")
-            fleet.copy_to(host, AGENT / "bpfoomctl.py", "/usr/local/lib/bpfoom/bpfoomctl.py")
-            fleet.copy_to(host, AGENT / "bpfoomctl", "/usr/local/sbin/bpfoomctl")
+            install_agent(host)
+            fleet.run_on(host, "install -d -m 0700 /root/policy")
             entry = build_policy(policy, Path(work) / "objects")
             for name in ("policy.bpf.o", "manifest.json"):
                 fleet.copy_to(host, entry / name, f"/root/policy/{name}")

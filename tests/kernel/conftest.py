@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+import policytools
 from fleetlab import common, fleet
 
 HERE = Path(__file__).resolve().parent
@@ -116,11 +117,7 @@ class LabHost:
         return json.loads(result.stdout)
 
     def install_agent(self):
-        """bpfoomctl as the agent role installs it (the program and its shim)."""
-        self.run("install -d -m 0755 /usr/local/lib/bpfoom")
-        fleet.copy_to(self.host, AGENT_FILES / "bpfoomctl.py", "/usr/local/lib/bpfoom/bpfoomctl.py")
-        fleet.copy_to(self.host, AGENT_FILES / "bpfoomctl", "/usr/local/sbin/bpfoomctl")
-        self.run("chmod 0644 /usr/local/lib/bpfoom/bpfoomctl.py; chmod 0755 /usr/local/sbin/bpfoomctl")
+        policytools.install_agent(self.host)
 
     def upload_policy(self, entry: Path) -> str:
         """Copy a built policy (policy.bpf.o, manifest.json) to the host; return its directory there."""
