@@ -11,9 +11,9 @@ page written, so all of it is charged) before the next starts; the last one
 pushes the cgroup over its limit (at nice 19: see SECOND_OOM_RACE). Then it
 waits until a hog is killed or the timeout passes (an ABORT or kill-nothing
 policy leaves the last charge retrying). Every hog is killed and the cgroup
-removed on every path; nothing outside the cgroup is ever signalled. The kernel's reports are read from
-/dev/kmsg from where it stood at the start, and only those about this cgroup
-are kept: the host's log is never cleared.
+removed on every path; nothing outside the cgroup is ever signalled. The
+kernel's reports are read from /dev/kmsg from where it stood at the start, and
+only those about this cgroup are kept: the host's log is never cleared.
 """
 
 from __future__ import annotations
