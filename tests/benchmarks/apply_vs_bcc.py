@@ -24,7 +24,6 @@ from fleetlab import fleet  # noqa: E402  (needs the paths above)
 from policytools import EXAMPLES, build_policy, install_agent  # noqa: E402
 
 
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--runs", type=int, default=10)
