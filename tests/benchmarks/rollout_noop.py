@@ -15,8 +15,8 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "tests"))
-sys.path.insert(0, str(REPO / "build" / "collections"))     # the link make demo made
+sys.path[:0] = [str(REPO / "tests" / "lab"), str(REPO / "tests"),
+                str(REPO / "build" / "collections")]      # build/collections: the link make demo made
 
 from policytools import run_playbook  # noqa: E402
 
