@@ -30,6 +30,13 @@ def install_agent(host: dict) -> None:
     fleet.run_on(host, "chmod 0644 /usr/local/lib/bpfoom/bpfoomctl.py; chmod 0755 /usr/local/sbin/bpfoomctl")
 
 
+def upload_policy(host: dict, entry: Path, remote: str) -> None:
+    """Copy a built policy (policy.bpf.o, manifest.json) into REMOTE on a lab host, a directory made 0700."""
+    fleet.run_on(host, f"install -d -m 0700 {remote}")
+    for name in ("policy.bpf.o", "manifest.json"):
+        fleet.copy_to(host, entry / name, f"{remote}/{name}")
+
+
 def jinja_render(path, variables):
     loader = jinja2.FileSystemLoader([os.path.dirname(path), policy_catalog.BPF_TEMPLATE_DIR])
     env = jinja2.Environment(loader=loader, trim_blocks=True, lstrip_blocks=True,

@@ -21,7 +21,7 @@ TESTS = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(TESTS / "lab"), str(TESTS), str(TESTS.parent / "build" / "collections")]
 
 from fleetlab import fleet  # noqa: E402  (needs the paths above)
-from policytools import EXAMPLES, build_policy, install_agent  # noqa: E402
+from policytools import EXAMPLES, build_policy, install_agent, upload_policy  # noqa: E402
 
 
 def main() -> int:
@@ -33,10 +33,7 @@ def main() -> int:
         try:
             host = fleet.up(["bench=1:patched:bcc"], memory_mib=1536, cpus=2)["hosts"]["bench1"]
             install_agent(host)
-            fleet.run_on(host, "install -d -m 0700 /root/policy")
-            entry = build_policy(EXAMPLES["prefer_avoid"], Path(work) / "objects")
-            for name in ("policy.bpf.o", "manifest.json"):
-                fleet.copy_to(host, entry / name, f"/root/policy/{name}")
+            upload_policy(host, build_policy(EXAMPLES["prefer_avoid"], Path(work) / "objects"), "/root/policy")
             fleet.copy_to(host, TESTS / "kernel" / "guest" / "bench_runner.py", "/root/bench_runner.py")
             fleet.run_on(host, "bpfoomctl status > /dev/null")      # first run writes the bytecode cache
             result = fleet.run_on(host, f"python3 /root/bench_runner.py {args.runs} /root/policy", timeout=1800)

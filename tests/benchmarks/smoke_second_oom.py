@@ -25,7 +25,7 @@ TESTS = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(TESTS / "lab"), str(TESTS), str(TESTS.parent / "build" / "collections")]
 
 from fleetlab import fleet  # noqa: E402  (needs the paths above)
-from policytools import build_policy, install_agent  # noqa: E402
+from policytools import build_policy, install_agent, upload_policy  # noqa: E402
 
 ROOT = TESTS.parent
 WEB_POLICY = yaml.safe_load((TESTS / "lab" / "demo" / "group_vars" / "web.yml").read_text())["bpfoom_policy"]
@@ -57,10 +57,7 @@ def main() -> int:
         try:
             host = fleet.up(["bench=1:patched"])["hosts"]["bench1"]
             install_agent(host)
-            fleet.run_on(host, "install -d -m 0700 /root/policy")
-            entry = build_policy(policy, Path(work) / "objects")
-            for name in ("policy.bpf.o", "manifest.json"):
-                fleet.copy_to(host, entry / name, f"/root/policy/{name}")
+            upload_policy(host, build_policy(policy, Path(work) / "objects"), "/root/policy")
             fleet.copy_to(host, ROOT / "plugins" / "module_utils" / "oom_smoke.py", "/root/oom_smoke.py")
             guest_loop = Path(work) / "second_oom.py"
             guest_loop.write_text(GUEST_LOOP)

@@ -122,9 +122,8 @@ class LabHost:
     def upload_policy(self, entry: Path) -> str:
         """Copy a built policy (policy.bpf.o, manifest.json) to the host; return its directory there."""
         remote = f"/var/lib/bpfoom/incoming/{entry.name}"
-        self.run(f"install -d -m 0700 /var/lib/bpfoom /var/lib/bpfoom/incoming {remote}")
-        for name in ("policy.bpf.o", "manifest.json"):
-            fleet.copy_to(self.host, entry / name, f"{remote}/{name}")
+        self.run("install -d -m 0700 /var/lib/bpfoom /var/lib/bpfoom/incoming")
+        policytools.upload_policy(self.host, entry, remote)
         return remote
 
     def bpfoomctl(self, command, check=True):
