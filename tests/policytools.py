@@ -1,9 +1,8 @@
 """Build catalog policies outside Ansible, for the test tiers and benchmarks.
 
-The catalog's own validation and C literals, plain Jinja with the options the
-policy_build action gives Ansible's templar, and the real compile cache. Also
-the agent's program on a lab host, where a test or benchmark drives bpfoomctl
-without Ansible.
+The one build function the policy_build action calls (validation, render,
+manifest, the real compile cache). Also the agent's program on a lab host,
+where a test or benchmark drives bpfoomctl without Ansible.
 """
 
 import json
@@ -11,10 +10,9 @@ import os
 import subprocess
 from pathlib import Path
 
-import jinja2
 import yaml
 
-from ansible_collections.bpfoom.fleet.plugins.plugin_utils import policy_catalog, policy_compile
+from ansible_collections.bpfoom.fleet.plugins.plugin_utils import policy_compile
 from fleetlab import fleet
 
 TESTS = Path(__file__).resolve().parent
@@ -37,21 +35,9 @@ def upload_policy(host: dict, entry: Path, remote: str) -> None:
         fleet.copy_to(host, entry / name, f"{remote}/{name}")
 
 
-def jinja_render(path, variables):
-    loader = jinja2.FileSystemLoader([os.path.dirname(path), policy_catalog.BPF_TEMPLATE_DIR])
-    env = jinja2.Environment(loader=loader, trim_blocks=True, lstrip_blocks=True,
-                             undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
-    return env.get_template(os.path.basename(path)).render(variables)
-
-
-def build_policy(args: dict, cache_dir) -> Path:
-    """Validate, render and compile; return the cache entry (policy.bpf.o, manifest.json)."""
-    spec = policy_catalog.validate(args)
-    source, policy_hash = policy_catalog.render(spec, jinja_render)
-    manifest = {"name": spec["name"], "hash": policy_hash, "template": spec["template"],
-                "host_params": policy_catalog.host_params(spec)}
-    built, _compiled = policy_compile.build(source, manifest, str(cache_dir),
-                                            policy_compile.toolchain("clang", str(cache_dir)))
+def build_policy(policy: dict, cache_dir) -> Path:
+    """Build a policy value as the policy_build action does; return the cache entry (policy.bpf.o, manifest.json)."""
+    built = policy_compile.build_policy(policy, str(cache_dir))
     return Path(cache_dir) / built["key"]
 
 

@@ -1,58 +1,50 @@
 # Copyright: bpfoom.fleet contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Action plugin of bpfoom.fleet.policy: copy the built policy to the host, then run the module."""
+"""Action plugin of bpfoom.fleet.policy: put the agent's files and the built policy into the module's
+arguments, so that the host is converged by one remote execution."""
 
 from __future__ import annotations
 
-import json
+import base64
 import os
 
 from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
 
-POLICY_FILES = ("policy.bpf.o", "manifest.json")
+from ansible_collections.bpfoom.fleet.plugins.plugin_utils.agent_payload import host_named, run_with_agent
 
 
 class ActionModule(ActionBase):
 
-    TRANSFERS_FILES = True
+    TRANSFERS_FILES = False
     _supports_check_mode = True
 
     def run(self, tmp=None, task_vars=None):
         result = super().run(tmp, task_vars)
-        host = (task_vars or {}).get("inventory_hostname", "the host")
-        state = self._task.args.get("state", "present")
-        build = self._task.args.get("build") or {}
-        module_args = {"state": state}
-        if state == "present":
-            if not isinstance(build, dict) or not build.get("manifest") or not build.get("policy_hash"):
-                raise AnsibleActionFail(f"{host}: build is required with state=present: "
-                                        "register the result of bpfoom.fleet.policy_build and pass it")
-            manifest_path = os.path.expanduser(build["manifest"])
-            if os.path.exists(manifest_path):
-                try:
-                    with open(manifest_path) as handle:
-                        module_args["policy"] = json.load(handle)
-                except (OSError, ValueError) as error:
-                    raise AnsibleActionFail(f"{host}: cannot read the policy manifest {manifest_path}: {error}") from None
-            elif self._task.check_mode:
-                # A check-mode build wrote nothing: predict from what it reported.
-                module_args["policy"] = {"name": build["policy_name"], "hash": build["policy_hash"]}
-            else:
-                raise AnsibleActionFail(f"{host}: the policy manifest {manifest_path} is missing: build the policy again")
-        try:
-            if state == "present" and not self._task.check_mode:
-                remote_dir = self._make_tmp_path()
-                for name in POLICY_FILES:
-                    local = os.path.join(os.path.dirname(manifest_path), name)
-                    if not os.path.exists(local):
-                        raise AnsibleActionFail(f"{host}: {local} is missing: build the policy again")
-                    self._transfer_file(local, self._connection._shell.join_path(remote_dir, name))
-                module_args["src"] = remote_dir
-            result.update(self._execute_module(module_name="bpfoom.fleet.policy", module_args=module_args,
-                                               task_vars=task_vars))
-        finally:
-            self._remove_tmp_path(self._connection._shell.tmpdir)
-        if result.get("failed") and not str(result.get("msg", "")).startswith(host):
-            result["msg"] = f"{host}: {result.get('msg')}"
+        task_vars = task_vars or {}
+        host = task_vars.get("inventory_hostname", "the host")
+        args = dict(self._task.args)
+        build = args.pop("build", None)
+        if args.get("state", "present") == "absent":     # detaching installs nothing
+            result.update(host_named(host, self._execute_module(module_name="bpfoom.fleet.policy", module_args=args,
+                                                                task_vars=task_vars)))
+            return result
+        if not args.get("rollback_from"):
+            args.update(self._policy_args(host, build))
+        result.update(run_with_agent(self, task_vars, "bpfoom.fleet.policy", args))
         return result
+
+    def _policy_args(self, host, build):
+        """The manifest and the object of the build, as the module receives them."""
+        if not isinstance(build, dict) or not isinstance(build.get("manifest"), dict):
+            raise AnsibleActionFail(f"{host}: build is required with state=present: register the result of "
+                                    "bpfoom.fleet.policy_build and pass it (or give rollback_from)")
+        args = {"manifest": build["manifest"]}
+        obj = build.get("object") or ""
+        if os.path.exists(obj):
+            with open(obj, "rb") as handle:
+                args["policy_object"] = base64.b64encode(handle.read()).decode()
+        elif not self._task.check_mode:
+            raise AnsibleActionFail(f"{host}: the built object {obj or '(none)'} is missing on the controller: "
+                                    "build the policy again (bpfoom.fleet.policy_build)")
+        return args

@@ -8,10 +8,8 @@ import os
 
 from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
-from ansible.template import trust_as_template
 
-from ansible_collections.bpfoom.fleet.plugins.module_utils.policy_build_args import (
-    ARGUMENT_SPEC, MUTUALLY_EXCLUSIVE, REQUIRED_ONE_OF)
+from ansible_collections.bpfoom.fleet.plugins.module_utils.policy_build_args import ARGUMENT_SPEC
 from ansible_collections.bpfoom.fleet.plugins.plugin_utils import policy_catalog, policy_compile
 
 
@@ -24,84 +22,46 @@ class ActionModule(ActionBase):
 
     def run(self, tmp=None, task_vars=None):
         result = super().run(tmp, task_vars)
-        task_vars = task_vars or {}
-        host = task_vars.get("inventory_hostname", "localhost")
+        host = (task_vars or {}).get("inventory_hostname", "localhost")
         try:
-            _validation, args = self.validate_argument_spec(argument_spec=ARGUMENT_SPEC,
-                                                            mutually_exclusive=MUTUALLY_EXCLUSIVE,
-                                                            required_one_of=REQUIRED_ONE_OF)
+            _validation, args = self.validate_argument_spec(argument_spec=ARGUMENT_SPEC)
         except AnsibleActionFail as error:
             raise AnsibleActionFail(f"{host}: {error.message}") from None
-        args = {key: value for key, value in args.items() if value is not None}
+        policy = {key: value for key, value in args["policy"].items() if value is not None}
         try:
-            spec = policy_catalog.validate(args)
+            built = policy_compile.build_policy(policy, args["cache_dir"], args["clang"],
+                                                check_mode=self._task.check_mode)
         except policy_catalog.PolicyError as error:
-            raise AnsibleActionFail(f"{host}: policy parameter {error}") from None
-
-        source, policy_hash = policy_catalog.render(spec, self._renderer(task_vars))
-        manifest = {"name": spec["name"], "hash": policy_hash, "template": spec["template"],
-                    "tie_breaker": spec["tie_breaker"], "strict": spec["strict"],
-                    "host_params": policy_catalog.host_params(spec)}
-        cache_dir = os.path.expanduser(args.get("cache_dir") or policy_compile.default_cache_dir())
-        try:
-            tools = policy_compile.toolchain(args.get("clang", "clang"), cache_dir,
-                                             remember=not self._task.check_mode)
-            key = policy_compile.cache_key(source, tools)
-            cached = policy_compile.lookup(cache_dir, key)
-            if self._task.check_mode:
-                built, compiled = cached or manifest, False
-            else:
-                built, compiled = policy_compile.build(source, manifest, cache_dir, tools, key)
+            raise AnsibleActionFail(f"{host}: policy {policy.get('name')!r}: parameter {error}") from None
         except policy_compile.CompileError as error:
             raise AnsibleActionFail(f"{host}: {error}") from None
-
-        entry = os.path.join(cache_dir, key)
-        result.update(
-            changed=cached is None,
-            compiled=compiled,
-            policy_name=spec["name"],
-            policy_hash=policy_hash,
-            template=spec["template"],
-            object=os.path.join(entry, "policy.bpf.o"),
-            manifest=os.path.join(entry, "manifest.json"),
-            source=os.path.join(entry, "policy.bpf.c"),
-            object_sha256=built.get("object_sha256"),
-            host_params=manifest["host_params"],
-        )
+        source = built.pop("source_text")
+        cache_dir = os.path.expanduser(args["cache_dir"] or policy_compile.default_cache_dir())
         if self._task.diff:
-            result["diff"] = {"before": self._previous_source(cache_dir, host), "after": source,
-                              "before_header": f"{host}: previous policy source", "after_header": f"{host}: {spec['name']}"}
+            result["diff"] = {"before": self._previous_source(cache_dir, built["policy_name"]), "after": source,
+                              "before_header": f"policy {built['policy_name']}: source built before",
+                              "after_header": f"policy {built['policy_name']}: source now"}
         if not self._task.check_mode:
-            self._remember(cache_dir, host, key)
+            self._remember(cache_dir, built["policy_name"], built["key"])
+        result.update(built)
         return result
 
-    def _renderer(self, task_vars):
-        """Render with Ansible's templar, as ansible.builtin.template does: host and group vars included."""
-        def render_template(path, variables):
-            searchpath = [os.path.dirname(path), policy_catalog.BPF_TEMPLATE_DIR]
-            data = trust_as_template(self._loader.get_text_file_contents(path))
-            templar = self._templar.copy_with_new_env(searchpath=searchpath,
-                                                      available_variables=dict(task_vars, **variables))
-            return templar.template(data, escape_backslashes=False,
-                                    overrides=dict(trim_blocks=True, lstrip_blocks=True))
-        return render_template
-
     @staticmethod
-    def _host_record(cache_dir, host):
-        return os.path.join(cache_dir, "hosts", host)
+    def _name_record(cache_dir, name):
+        return os.path.join(cache_dir, "names", name.replace("/", "%2f"))
 
-    def _previous_source(self, cache_dir, host):
-        """The source last built for this host, for diff mode ('' if none)."""
+    def _previous_source(self, cache_dir, name):
+        """The source last built under this policy name, for diff mode ('' if none)."""
         try:
-            with open(self._host_record(cache_dir, host)) as record:
+            with open(self._name_record(cache_dir, name)) as record:
                 previous = record.read().strip()
             with open(os.path.join(cache_dir, previous, "policy.bpf.c")) as source:
                 return source.read()
         except OSError:
             return ""
 
-    def _remember(self, cache_dir, host, key):
-        record = self._host_record(cache_dir, host)
+    def _remember(self, cache_dir, name, key):
+        record = self._name_record(cache_dir, name)
         os.makedirs(os.path.dirname(record), exist_ok=True)
         with open(record + ".tmp", "w") as handle:
             handle.write(key + "\n")

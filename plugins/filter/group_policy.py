@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 
 import yaml
 
@@ -38,6 +39,42 @@ def group_policy(group_policies, group_names, fallback=None, fallback_group=None
     return {"group": ",".join(group_names) or "ungrouped", "policy": None}
 
 
+def _plain(value):
+    """Ansible's lazy containers as plain dicts and lists (hashable as JSON, comparable)."""
+    if isinstance(value, Mapping):
+        return {str(key): _plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
+    return value
+
+
+def fleet_plan(hosts, hostvars, group_policies=None):
+    """Which policy every host runs, and each distinct policy once, in one pass on the controller.
+
+    {"hosts": {host: {"group": g, "policy": index or None}}, "policies": [policy, ...],
+     "without_policy": [host, ...]}: the build runs once per entry of "policies",
+    and each host finds its build by its index, whatever the number of hosts.
+    """
+    plan = {"hosts": {}, "policies": [], "without_policy": []}
+    seen = {}
+    for host in hosts:
+        variables = hostvars[host]
+        wanted = group_policy(group_policies, list(variables.get("group_names", [])),
+                              _plain(variables.get("bpfoom_policy")), variables.get("bpfoom_group"))
+        index = None
+        if wanted["policy"] is None:
+            plan["without_policy"].append(host)
+        else:
+            policy = _plain(wanted["policy"])
+            key = json.dumps(policy, sort_keys=True, default=str)
+            if key not in seen:
+                seen[key] = len(plan["policies"])
+                plan["policies"].append(policy)
+            index = seen[key]
+        plan["hosts"][host] = {"group": wanted["group"], "policy": index}
+    return plan
+
+
 class FilterModule:
     def filters(self):
-        return {"group_policy": group_policy}
+        return {"group_policy": group_policy, "fleet_plan": fleet_plan}

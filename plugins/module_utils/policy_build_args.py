@@ -1,18 +1,27 @@
 # Copyright: bpfoom.fleet contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""The argument spec of bpfoom.fleet.policy_build, shared by its module stub and its action plugin."""
+"""The argument spec of bpfoom.fleet.policy_build, shared by its module stub and its action plugin.
+
+Only types here: what each template accepts is the policy catalog's
+(plugins/plugin_utils/policy_catalog.py), which names the parameter it refuses.
+"""
 
 from __future__ import annotations
 
-ARGUMENT_SPEC = dict(
+POLICY_SPEC = dict(
     name=dict(type="str", required=True),
-    template=dict(type="str", choices=["select_pid", "prefer_avoid", "cgroup_priority"]),
+    template=dict(type="str"),
     template_file=dict(type="path"),
     params=dict(type="dict", default={}),
-    tie_breaker=dict(type="str", choices=["kernel", "youngest", "oldest"], default="kernel"),
+    tie_breaker=dict(type="str", default="kernel"),
     strict=dict(type="bool", default=False),
+    smoke=dict(type="dict"),
+)
+
+ARGUMENT_SPEC = dict(
+    policy=dict(type="dict", required=True, options=POLICY_SPEC,
+                mutually_exclusive=[["template", "template_file"]],
+                required_one_of=[["template", "template_file"]]),
     cache_dir=dict(type="path"),
     clang=dict(type="str", default="clang"),
 )
-MUTUALLY_EXCLUSIVE = [["template", "template_file"]]
-REQUIRED_ONE_OF = [["template", "template_file"]]

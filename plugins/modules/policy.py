@@ -6,95 +6,131 @@ from __future__ import annotations
 
 DOCUMENTATION = r"""
 module: policy
-short_description: Make a host run a BPF OOM policy, verified from the kernel
+short_description: Make a host run a BPF OOM policy, agent included, in one execution; verified from the kernel
 version_added: 0.1.0
 description:
-  - Takes a policy built by M(bpfoom.fleet.policy_build) (its manifest and object on the controller), copies it
-    to the host and has the agent (C(bpfoomctl apply)) attach it, then reads back from the kernel that both
-    programs are attached to the hook and that the policy carries the expected name and hash.
-  - Reports a change only when the kernel holds a different policy; the same name and hash already attached
-    means no change and no reload.
-  - A new policy is attached before the old one is detached (make-before-break); if the new one fails
-    (verifier rejection, failed verification) the old one stays attached.
-  - Needs the agent (role C(bpfoom.fleet.agent)) on the host.
+  - Converges the host in one remote execution. It takes the policy built by M(bpfoom.fleet.policy_build) and the
+    agent's files (sent by the action plugin, inside the module's arguments), then
+    compares checksums with what the host has and writes only what differs (atomically, root-owned), reloads
+    systemd only when the unit changed, enables and starts C(bpfoom.service) only when it is not, mounts bpffs
+    when missing, has the agent attach the policy (make-before-break), and reads the kernel back in a separate
+    C(bpfoomctl status).
+  - Returns the kernel's view (hook, kernel release, attached policy name and hash, links, counters) and which
+    files changed. Fails when the kernel's view differs from the wanted policy.
+  - Reports a change only when something on the host changes; the same policy already attached and the same
+    agent files mean no change and no reload.
+  - A new policy is attached before the old one is detached; if the new one fails (verifier rejection, failed
+    verification) the old one stays attached.
+  - A host without libbpf1 is told by the same execution (C(libbpf_missing)), which then changes nothing.
 author:
   - bpfoom.fleet maintainers (@bpfoom)
 options:
   build:
     description:
-      - The registered result of M(bpfoom.fleet.policy_build) for this host. Its C(manifest) names the manifest
-        on the controller; the object is the C(policy.bpf.o) beside it.
-      - In check mode, when the build wrote nothing, its C(policy_name) and C(policy_hash) are enough to predict.
-      - Required when O(state=present).
+      - The registered result of M(bpfoom.fleet.policy_build) (its C(manifest) and C(object)).
+      - In check mode, when the build wrote nothing, its C(manifest) is enough to predict.
+      - Required with O(state=present) unless O(rollback_from) is given.
     type: dict
+  rollback_from:
+    description:
+      - Roll back from this policy (its hash, as M(bpfoom.fleet.policy_build) or M(bpfoom.fleet.policy_info)
+        report it). A host that runs it goes back to the newest policy that verified on it before (the agent's
+        last-known-good list); a host that does not run it is left as it is.
+      - So a second run changes nothing. Fails, changing nothing, when a host that runs it has no earlier policy.
+    type: str
   state:
     description:
-      - V(present) makes the host run the policy; V(absent) detaches every bpfoom policy (the kernel's own choice).
-      - V(rolled_back) goes back to the newest policy that verified on this host before the one it should run
-        now (the agent's last-known-good list, C(bpfoomctl rollback)). Each run steps back once more, so run it once
-        per rollback. Fails, changing nothing, when the host has no earlier policy.
+      - V(present) makes the host run the policy; V(absent) detaches every bpfoom policy (the kernel's own
+        choice again) and forgets it, so a reboot does not bring it back. V(absent) leaves the agent installed.
     type: str
-    choices: [present, absent, rolled_back]
+    choices: [present, absent]
     default: present
-  src:
+  unpatched:
     description:
-      - Internal, set by the action plugin; the directory on the host the policy was copied to.
-    type: path
-  policy:
+      - What to do on a host whose kernel lacks the hook. V(fail) fails the task naming the missing functions;
+        V(skip) returns C(hook=false) and changes nothing (the rollout playbook then reports the host as skipped).
+    type: str
+    choices: [fail, skip]
+    default: fail
+  manifest:
     description:
-      - Internal, set by the action plugin; the manifest's content.
+      - Internal, set by the action plugin; the built policy's manifest.
     type: dict
+  policy_object:
+    description:
+      - Internal, set by the action plugin; the compiled object, base64-encoded (missing in check mode before a build).
+    type: str
+extends_documentation_fragment:
+  - bpfoom.fleet.agent
 attributes:
   action:
-    description: An action plugin copies the policy from the controller.
+    description: An action plugin adds the agent's files and the built object to the module's arguments.
     support: full
   async:
     description: Cannot run asynchronously.
     support: none
+  become:
+    description: Needs root on the host (C(become=true) for a login as a normal user with sudo).
+    support: full
   check_mode:
-    description: Reads the kernel and predicts the change; copies and attaches nothing.
+    description: Reads the host and the kernel and predicts every step (files, unit, service, bpffs, policy); writes nothing.
     support: full
   diff_mode:
-    description: Shows the policy name and hash attached before and after.
+    description: Shows the policy name and hash, and the checksum of each agent file that changes, before and after.
     support: full
   platform:
-    description: Linux hosts whose kernel carries the BPF OOM hook, with the bpfoom agent installed.
+    description: Linux hosts with systemd whose kernel carries the BPF OOM hook.
     support: full
     platforms: posix
 notes:
-  - On a kernel without the hook the task fails with a message saying so, and changes nothing; with
-    O(state=absent) it succeeds unchanged (nothing can be attached there).
+  - On a kernel without the hook nothing is written; the task fails (O(unpatched=fail)) or reports C(hook=false)
+    (O(unpatched=skip)); with O(state=absent) it succeeds unchanged (nothing can be attached there).
 seealso:
   - module: bpfoom.fleet.policy_build
   - module: bpfoom.fleet.policy_info
+  - module: bpfoom.fleet.agent
 """
 
 EXAMPLES = r"""
 - name: Build the policy on the controller
   bpfoom.fleet.policy_build:
-    name: web
-    template: prefer_avoid
-    params:
-      avoid:
-        cgroup: [sshd.service]
+    policy:
+      name: web
+      template: prefer_avoid
+      params:
+        avoid:
+          cgroup: [sshd.service]
   register: built
 
-- name: Make the host run it
+- name: Make the host run it (agent included)
   bpfoom.fleet.policy:
     build: "{{ built }}"
+  become: true
 
-- name: Back to the policy that ran before
+- name: Back from that policy to the one that ran before it (a second run changes nothing)
   bpfoom.fleet.policy:
-    state: rolled_back
+    rollback_from: "{{ built.policy_hash }}"
+  become: true
 
 - name: Back to the kernel's own OOM choice
   bpfoom.fleet.policy:
     state: absent
+  become: true
 """
 
 RETURN = r"""
+kernel_release:
+  description: The running kernel's release.
+  returned: always
+  type: str
+  sample: 6.12.117-bpfoom
+hook:
+  description: Whether the kernel has all three hook functions.
+  returned: always
+  type: bool
+  sample: true
 policy_name:
-  description: Name of the policy the kernel reports as attached after the task.
+  description: Name of the policy the kernel reports as attached after the task (in check mode, the one it would).
   returned: always
   type: str
   sample: web
@@ -110,9 +146,40 @@ previous:
   sample: {"policy_name": "web_v1", "policy_hash": "5eb9382d..."}
 links:
   description: The kernel's links of the attached policy (attach type, target function, program tag).
-  returned: when a policy is attached
+  returned: always
   type: list
   elements: dict
+evaluations:
+  description: Candidates the attached policy has ranked since it was attached (null if none is attached).
+  returned: always
+  type: int
+  sample: 4210
+selections:
+  description: Times the attached policy selected a candidate (null if none is attached).
+  returned: always
+  type: int
+  sample: 37
+files_changed:
+  description: The agent's files this task wrote (or would write, in check mode).
+  returned: always
+  type: list
+  elements: str
+  sample: [/usr/local/lib/bpfoom/bpfoomctl.py]
+agent:
+  description: What the task did to the agent's service and bpffs (unit reloaded, enabled, started, restarted, bpffs mounted).
+  returned: always
+  type: dict
+  sample: {"unit_changed": false, "enable": false, "start": false, "restart": false, "mount_bpffs": false}
+libbpf_missing:
+  description: True when the host lacks libbpf.so.1; the task then fails, changing nothing.
+  returned: always
+  type: bool
+  sample: false
+package_manager:
+  description: The host's package manager (for C(ansible.builtin.package)'s C(use)), null if none is known.
+  returned: always
+  type: str
+  sample: apt
 notes:
   description: What the agent noted (for select_pid, the target process it resolved).
   returned: always
@@ -120,73 +187,130 @@ notes:
   elements: str
 """
 
+import base64
+import json
 import os
+import shutil
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.bpfoom.fleet.plugins.module_utils.bpfoom_host import BPFOOMCTL, policy_identity, run_bpfoomctl
+from ansible_collections.bpfoom.fleet.plugins.module_utils.agent_host import (
+    AGENT_SPEC, BPFOOMCTL, STATE_DIR, AgentHost, decode_files, host_facts, libbpf_missing_message, missing_hook_message,
+    package_manager, policy_identity, run_bpfoomctl)
+
+INCOMING = os.path.join(STATE_DIR, "incoming")
+ARGUMENT_SPEC = dict(AGENT_SPEC,
+    build=dict(type="dict"),
+    rollback_from=dict(type="str"),
+    state=dict(type="str", choices=["present", "absent"], default="present"),
+    unpatched=dict(type="str", choices=["fail", "skip"], default="fail"),
+    manifest=dict(type="dict"),
+    policy_object=dict(type="str"),
+)
 
 
-# The bpfoomctl command that brings each state about.
-STATES = {"present": "apply", "absent": "detach", "rolled_back": "rollback"}
-
-
-def wanted_identity(module, state, policy, status):
-    if state == "present":
-        return {"policy_name": policy["name"], "policy_hash": policy["hash"]}
-    if state == "rolled_back":
-        if not status.get("rollback_target"):
-            module.fail_json(msg="no earlier policy that verified on this host: nothing to roll back to "
-                                 "(state=absent gives the kernel's own choice)", changed=False)
-        return status["rollback_target"]
-    return None
-
-
-def exit_nothing_to_detach(module, why):
-    """state=absent where no bpfoom policy can be attached: unchanged, saying why."""
-    module.exit_json(changed=False, previous=None, policy_name=None, policy_hash=None, links=[], notes=[why])
-
-
-def describe(identity):
-    return "none (the kernel's own choice)\n" if identity is None else \
+def describe(identity, files=None):
+    """One side of the diff: the policy, then each agent file that changes with its checksum."""
+    text = "none (the kernel's own choice)\n" if identity is None else \
         f"policy_name: {identity['policy_name']}\npolicy_hash: {identity['policy_hash']}\n"
+    return text + "".join(f"file {path}: {digest or 'absent'}\n" for path, digest in (files or {}).items())
+
+
+def wanted_identity(module, params, status, result):
+    """The policy the host should run after the task, or None for the kernel's own choice."""
+    if params["state"] == "absent":
+        return None
+    if params["rollback_from"]:
+        current = policy_identity(status)
+        running = {(current or {}).get("policy_hash"), (status or {}).get("desired_hash")}
+        if params["rollback_from"] not in running:
+            return current                  # not on the policy to leave: nothing to do
+        if not status.get("rollback_target"):
+            module.fail_json(msg=f"this host runs {params['rollback_from'][:12]} and has no earlier policy that verified "
+                                 "on it: nothing to roll back to (state=absent gives the kernel's own choice)", **result)
+        return status["rollback_target"]
+    return {"policy_name": params["manifest"]["name"], "policy_hash": params["manifest"]["hash"]}
+
+
+def stage_policy(module, manifest, encoded_object):
+    """Write the built policy where bpfoomctl apply reads it: root-only, under the agent's state directory."""
+    directory = os.path.join(INCOMING, manifest["hash"])
+    shutil.rmtree(directory, ignore_errors=True)
+    os.makedirs(directory, mode=0o700)
+    os.chmod(INCOMING, 0o700)
+    for name, content in (("policy.bpf.o", base64.b64decode(encoded_object)),
+                          ("manifest.json", json.dumps(manifest, sort_keys=True).encode())):
+        with open(os.path.join(directory, name), "wb") as handle:
+            handle.write(content)
+    return directory
 
 
 def main():
-    module = AnsibleModule(
-        argument_spec=dict(build=dict(type="dict"), state=dict(type="str", choices=list(STATES), default="present"),
-                           src=dict(type="path"), policy=dict(type="dict")),
-        required_if=[("state", "present", ("policy",))],
-        supports_check_mode=True,
-    )
-    state, policy = module.params["state"], module.params["policy"]
-    if state == "absent" and not os.path.exists(BPFOOMCTL):
-        exit_nothing_to_detach(module, "no agent on this host: no bpfoom policy to detach")
-    status = run_bpfoomctl(module, "status")
-    if not status["hook"] and state == "absent":
-        exit_nothing_to_detach(module, f"the kernel {status['kernel_release']} has no BPF OOM hook: nothing to detach")
-    if not status["hook"]:
-        missing = [name for name, present in status["hook_functions"].items() if not present]
-        module.fail_json(msg=f"the kernel {status['kernel_release']} has no BPF OOM hook ({', '.join(missing)} not in its BTF): "
-                             "boot a kernel carrying the bpf_oom_evaluate_task series, or leave this host out",
-                         hook_missing=True, changed=False)
+    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True,
+                           mutually_exclusive=[("manifest", "rollback_from")],
+                           required_if=[("state", "present", ("manifest", "rollback_from"), True)])
+    params = module.params
+    facts = host_facts()
+    result = dict(changed=False, previous=None, policy_name=None, policy_hash=None, links=[], evaluations=None,
+                  selections=None, files_changed=[], agent={}, notes=[], libbpf_missing=False,
+                  package_manager=package_manager(), kernel_release=facts["kernel_release"], hook=facts["hook"])
+    installed = os.path.exists(BPFOOMCTL)
+    if params["state"] == "absent" and (not facts["hook"] or not installed):
+        result["notes"].append(f"the kernel {facts['kernel_release']} has no BPF OOM hook: nothing to detach"
+                               if not facts["hook"] else "no agent on this host: no bpfoom policy to detach")
+        module.exit_json(**result)
+    if not facts["hook"]:
+        if params["unpatched"] == "skip":
+            result["notes"].append(missing_hook_message(facts))
+            module.exit_json(**result)
+        module.fail_json(msg=missing_hook_message(facts), hook_missing=True, **result)
+    if facts["libbpf_version"] is None:
+        result["libbpf_missing"] = True
+        module.fail_json(msg=libbpf_missing_message(), **result)
+
+    # The agent: its files, unit, bpffs and service (not for state=absent: detaching installs nothing).
+    digests = {}
+    if params["state"] == "present":
+        plan = AgentHost(module).converge(decode_files(params["agent_files"]), module.check_mode)
+        result["changed"], result["files_changed"], digests = plan.pop("changed"), plan.pop("files_changed"), \
+            plan.pop("digests")
+        result["agent"] = plan
+        installed = installed or not module.check_mode
+
+    status = run_bpfoomctl(module, "status", result=result) if installed else None
     before = policy_identity(status)
-    wanted = wanted_identity(module, state, policy, status)
-    changed = (before or {}).get("policy_hash") != (wanted or {}).get("policy_hash")
-    result = dict(changed=changed, previous=before, notes=[])
+    wanted = wanted_identity(module, params, status, result)
+    desired = (status or {}).get("desired_hash")
+    policy_changed = (before or {}).get("policy_hash") != (wanted or {}).get("policy_hash") \
+        or (wanted is not None and desired != wanted["policy_hash"]) \
+        or (wanted is None and (desired is not None or any(p["managed"] for p in (status or {}).get("policies", []))))
+    result.update(previous=before, changed=result["changed"] or policy_changed)
     if module._diff:
-        result["diff"] = {"before": describe(before), "after": describe(wanted)}
-    if changed and not module.check_mode:
-        command = [STATES[state], module.params["src"]] if state == "present" else [STATES[state]]
-        done = run_bpfoomctl(module, *command)
-        status, result["notes"] = done["status"], done.get("notes", [])
+        result["diff"] = {"before": describe(before, {path: old for path, (old, _new) in digests.items()}),
+                          "after": describe(wanted, {path: new for path, (_old, new) in digests.items()})}
+
+    if policy_changed and not module.check_mode:
+        if params["state"] == "absent":
+            done = run_bpfoomctl(module, "detach", result=result)
+        elif params["rollback_from"]:
+            done = run_bpfoomctl(module, "rollback", result=result)
+        else:
+            staged = stage_policy(module, params["manifest"], params["policy_object"])
+            try:
+                done = run_bpfoomctl(module, "apply", staged, result=result)
+            finally:
+                shutil.rmtree(staged, ignore_errors=True)
+        result["notes"] = done.get("notes", [])
+        # The kernel's view, read anew: what the agent says it did is not the proof.
+        status = run_bpfoomctl(module, "status", result=result)
         after = policy_identity(status)
         if after != wanted:
-            module.fail_json(msg=f"after applying, the kernel reports {describe(after).strip()!r}, "
+            module.fail_json(msg=f"after the change, the kernel reports {describe(after).strip()!r}, "
                                  f"expected {describe(wanted).strip()!r}", **result)
-    attached = next((p for p in status["policies"] if p["managed"] and p["attached"]), None)
-    target = wanted if changed and module.check_mode else policy_identity(status)
+    target = wanted if module.check_mode else policy_identity(status)
+    attached = next((p for p in (status or {}).get("policies", []) if p["managed"] and p["attached"]), None)
     result.update(policy_name=(target or {}).get("policy_name"), policy_hash=(target or {}).get("policy_hash"),
-                  links=attached["links"] if attached else [])
+                  links=attached["links"] if attached and not (module.check_mode and policy_changed) else [],
+                  evaluations=(attached or {}).get("evaluations"), selections=(attached or {}).get("selections"))
     module.exit_json(**result)
 
 

@@ -9,9 +9,9 @@ module: policy_build
 short_description: Render and compile a BPF OOM policy for a host, on the controller
 version_added: 0.1.0
 description:
-  - Validates the policy parameters, renders the policy's Jinja template with Ansible's templar (host and
-    group variables available, as with M(ansible.builtin.template)), and compiles it with C(clang -target bpf)
-    into a CO-RE object that runs on every kernel carrying the BPF OOM hook.
+  - Validates the policy, renders its Jinja template (sandboxed; the template sees the policy and its C literals,
+    not host variables, so a policy's source depends on the policy alone), and compiles it with
+    C(clang -target bpf) into a CO-RE object that runs on every kernel carrying the BPF OOM hook.
   - Runs on the controller only (an action plugin); nothing is sent to the host.
   - Objects are cached by content (rendered source, headers, compiler version and flags) under O(cache_dir),
     guarded by a lock, so hosts sharing a policy cause one C(clang) run, whatever the number of forks.
@@ -21,43 +21,54 @@ description:
 author:
   - bpfoom.fleet maintainers (@bpfoom)
 options:
-  name:
+  policy:
     description:
-      - Name of the policy, shown by the kernel in every OOM report (C(policy_name=NAME)).
-      - 1 to 15 printable ASCII characters, without space, comma or C(=).
-    type: str
-    required: true
-  template:
-    description:
-      - A template of the catalog in C(templates/bpf/policies/).
-      - Mutually exclusive with O(template_file).
-    type: str
-    choices: [select_pid, prefer_avoid, cgroup_priority]
-  template_file:
-    description:
-      - Absolute path of your own template; it must extend C(frame.bpf.c.j2) and define the C(rank) block.
-      - Its O(params) may be integers and strings of up to 63 printable characters, given to the template as
-        C literals in C(c.params).
-    type: path
-  params:
-    description:
-      - Parameters of the template; see C(docs/policies.md). Unknown keys, wrong types, values out of range
-        and empty lists are refused before anything is rendered.
+      - The policy, as one value: what a host group's C(bpfoom_policy) holds.
+      - What each template accepts is checked by the policy catalog before anything is rendered; a refusal names
+        the parameter and what is allowed (C(docs/policies.md)).
     type: dict
-    default: {}
-  tie_breaker:
-    description:
-      - Between two tasks of the same rank, V(kernel) lets the kernel's C(oom_badness()) decide, V(youngest)
-        picks the task started last, V(oldest) the one started first.
-    type: str
-    choices: [kernel, youngest, oldest]
-    default: kernel
-  strict:
-    description:
-      - Only for O(template=prefer_avoid). When true, avoided tasks are never victims, even if that leaves an
-        OOM without a victim (a global OOM then panics the kernel). Leave false unless you mean it.
-    type: bool
-    default: false
+    required: true
+    suboptions:
+      name:
+        description:
+          - Name of the policy, shown by the kernel in every OOM report (C(policy_name=NAME)).
+          - 1 to 15 characters among letters, digits and C(_.:+@/-).
+        type: str
+        required: true
+      template:
+        description:
+          - A template of the catalog in C(templates/bpf/policies/) (C(select_pid), C(prefer_avoid),
+            C(cgroup_priority); C(docs/policies.md)).
+          - Mutually exclusive with O(policy.template_file).
+        type: str
+      template_file:
+        description:
+          - Absolute path of your own template; it must extend C(frame.bpf.c.j2) and define the C(rank) block.
+          - Its O(policy.params) may be integers and strings of up to 63 printable characters, given to the
+            template as C literals in C(c.params).
+        type: path
+      params:
+        description:
+          - Parameters of the template. Unknown keys, wrong types, values out of range and empty lists are refused
+            before anything is rendered.
+        type: dict
+        default: {}
+      tie_breaker:
+        description:
+          - Between two tasks of the same rank, C(kernel) lets the kernel's C(oom_badness()) decide, C(youngest)
+            picks the task started last, C(oldest) the one started first.
+        type: str
+        default: kernel
+      strict:
+        description:
+          - Only for C(prefer_avoid). When true, avoided tasks are never victims, even if that leaves an
+            OOM without a victim (a global OOM then panics the kernel). Leave false unless you mean it.
+        type: bool
+        default: false
+      smoke:
+        description:
+          - The canary's smoke test (C(docs/operations.md)); not part of the object, ignored by the build.
+        type: dict
   cache_dir:
     description:
       - Where compiled objects are kept on the controller.
@@ -79,7 +90,7 @@ attributes:
     description: Renders and reports what would be built; writes nothing to the cache.
     support: full
   diff_mode:
-    description: Shows the policy source last built for this host and the one built now.
+    description: Shows the source last built under the policy's name and the one built now.
     support: full
   platform:
     description: Runs on the controller; needs C(clang) and libbpf's headers there (Debian C(clang libbpf-dev)).
@@ -96,33 +107,29 @@ seealso:
 EXAMPLES = r"""
 - name: Build the web tier's policy (batch jobs die first, sshd last)
   bpfoom.fleet.policy_build:
-    name: web
-    template: prefer_avoid
-    params:
-      prefer:
-        cgroup: [batch.slice]
-        comm_prefix: [report-]
-      avoid:
-        cgroup: [sshd.service, postgresql.service]
+    policy:
+      name: web
+      template: prefer_avoid
+      params:
+        prefer:
+          cgroup: [batch.slice]
+          comm_prefix: [report-]
+        avoid:
+          cgroup: [sshd.service, postgresql.service]
   register: web_policy
 
-- name: Priorities per unit, youngest first among equals
+- name: Build what the host group's variables say (the rollout does this once per distinct policy)
   bpfoom.fleet.policy_build:
-    name: db_prio
-    template: cgroup_priority
-    tie_breaker: youngest
-    params:
-      default_priority: 500
-      priorities:
-        - {cgroup: postgresql.service, priority: 1000}
-        - {cgroup: backup.service, priority: 100}
+    policy: "{{ bpfoom_policy }}"
+  register: built
 
 - name: Kill a given service first (its MainPID is resolved on each host)
   bpfoom.fleet.policy_build:
-    name: kill_cache
-    template: select_pid
-    params:
-      unit: memcached.service
+    policy:
+      name: kill_cache
+      template: select_pid
+      params:
+        unit: memcached.service
 """
 
 RETURN = r"""
@@ -141,21 +148,25 @@ template:
   returned: always
   type: str
   sample: prefer_avoid
+key:
+  description: The compile cache's key of the object (source, headers, compiler version and flags).
+  returned: always
+  type: str
+  sample: 4f1c0e2a9b8d7c6e5f4a3b2c1d0e9f8a7b6c5d4e3f2a1b0c9d8e7f6a5b4c3d2e
 object:
-  description: Path of the compiled object on the controller.
+  description: Path of the compiled object on the controller; M(bpfoom.fleet.policy) sends it to the host.
   returned: always
   type: str
   sample: /root/.cache/bpfoom/objects/4f1c.../policy.bpf.o
-object_sha256:
-  description: sha256 of the object; null in check mode when it has not been built yet.
-  returned: always
-  type: str
-  sample: 2d8a3c0e6f1b4a7d9e2c5f8b1a4d7e0c3f6b9a2d5e8c1f4b7a0d3e6c9f2b5a8d
 manifest:
-  description: Path of the manifest (JSON) the host agent checks the object against.
+  description:
+    - What travels with the object to the host, which checks the object against it.
+    - C(object_sha256) is missing in check mode when the object has not been built yet.
+    - C(host_inputs) lists what the agent resolves on each host (for C(select_pid), the target's PID).
   returned: always
-  type: str
-  sample: /root/.cache/bpfoom/objects/4f1c.../manifest.json
+  type: dict
+  sample: {"name": "kill_cache", "hash": "905973c7...", "template": "select_pid", "object_sha256": "2d8a3c0e...",
+           "host_inputs": [{"map": "bpfoom_target_pids", "pid_of": {"unit": "memcached.service"}}]}
 source:
   description: Path of the rendered C source kept next to the object.
   returned: always
@@ -166,22 +177,15 @@ compiled:
   returned: always
   type: bool
   sample: true
-host_params:
-  description: What the host agent resolves when it applies the policy (select_pid's target process).
-  returned: always
-  type: dict
-  sample: {"target_pid": {"unit": "memcached.service"}}
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.bpfoom.fleet.plugins.module_utils.policy_build_args import (
-    ARGUMENT_SPEC, MUTUALLY_EXCLUSIVE, REQUIRED_ONE_OF)
+from ansible_collections.bpfoom.fleet.plugins.module_utils.policy_build_args import ARGUMENT_SPEC
 
 
 def main():
     # The work happens in the action plugin on the controller; reaching here means it was bypassed.
-    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, mutually_exclusive=MUTUALLY_EXCLUSIVE,
-                           required_one_of=REQUIRED_ONE_OF, supports_check_mode=True)
+    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
     module.fail_json(msg="bpfoom.fleet.policy_build runs on the controller as an action plugin; "
                          "call it as a task, not as a module on the host")
 

@@ -95,40 +95,35 @@ desired_hash:
   returned: always
   type: str
   sample: 905973c706e5b2a1f0f4c1e6a7d1b3e9c0d2f4a6b8c0e2f4a6b8c0d2e4f6a8b0
+rollback_target:
+  description:
+    - The policy M(bpfoom.fleet.policy) with O(bpfoom.fleet.policy#module:rollback_from) would go back to
+      (the newest that verified here before the desired one), null if none.
+  returned: always
+  type: dict
+  sample: {"policy_name": "web_v1", "policy_hash": "5eb9382d..."}
 """
 
-import ctypes
 import os
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.bpfoom.fleet.plugins.module_utils.bpfoom_host import (
-    BPFOOMCTL, bpffs_mounted, btf_hook_functions, policy_identity, run_bpfoomctl)
-
-
-def libbpf_version():
-    try:
-        lib = ctypes.CDLL("libbpf.so.1")
-        return f"{lib.libbpf_major_version()}.{lib.libbpf_minor_version()}"
-    except (OSError, AttributeError):
-        return None
+from ansible_collections.bpfoom.fleet.plugins.module_utils.agent_host import (
+    BPFOOMCTL, UNIT, host_facts, policy_identity, run_bpfoomctl)
 
 
 def main():
     module = AnsibleModule(argument_spec={}, supports_check_mode=True)
-    functions = btf_hook_functions()
-    result = dict(changed=False, kernel_release=os.uname().release, hook=all(functions.values()),
-                  hook_functions=functions, bpffs=bpffs_mounted(), libbpf_version=libbpf_version(),
-                  agent_installed=os.path.exists(BPFOOMCTL), agent_state=None, attached_policy=None,
-                  policies=[], desired_hash=None)
+    result = dict(host_facts(), changed=False, agent_installed=os.path.exists(BPFOOMCTL), agent_state=None,
+                  attached_policy=None, policies=[], desired_hash=None, rollback_target=None)
     systemctl = module.get_bin_path("systemctl")
     if systemctl:
-        _rc, out, _err = module.run_command([systemctl, "is-active", "bpfoom.service"])
+        _rc, out, _err = module.run_command([systemctl, "is-active", UNIT])
         result["agent_state"] = out.strip() or None
-    if result["agent_installed"] and result["hook"]:
+    if result["agent_installed"] and result["hook"] and result["libbpf_version"]:
         status = run_bpfoomctl(module, "status")
         result.update(hook=status["hook"], hook_functions=status["hook_functions"],
                       attached_policy=policy_identity(status), policies=status["policies"],
-                      desired_hash=status["desired_hash"])
+                      desired_hash=status["desired_hash"], rollback_target=status["rollback_target"])
     module.exit_json(**result)
 
 

@@ -14,7 +14,6 @@ import os
 import re
 
 BPF_TEMPLATE_DIR = os.path.normpath(os.path.join(os.path.dirname(__file__), "..", "..", "templates", "bpf"))
-TEMPLATES = ("select_pid", "prefer_avoid", "cgroup_priority")
 TIE_BREAKERS = ("kernel", "youngest", "oldest")
 HASH_PLACEHOLDER = "@@BPFOOM_POLICY_HASH@@"
 
@@ -128,86 +127,169 @@ def _matcher_set(value, where: str) -> dict:
     return result
 
 
-def _params_select_pid(params: dict) -> dict:
-    params = _mapping(params, "params", ("unit", "pidfile"))
-    _require(len(params) == 1, "params", "select_pid takes exactly one of unit, pidfile")
-    if "unit" in params:
-        return {"unit": _string(params["unit"], "params.unit", SERVICE_RE, "a systemd service name (NAME.service)")}
-    pidfile = _string(params["pidfile"], "params.pidfile", PIDFILE_RE, "an absolute path of letters, digits and ._@+-")
-    _require("/../" not in pidfile + "/" and "/./" not in pidfile + "/", "params.pidfile", "may not contain . or .. parts")
-    return {"pidfile": pidfile}
+class Template:
+    """One template of the catalog, described once: its parameters, their C literals, its host inputs.
+
+    params() checks and normalizes the user's values; literals() turns them
+    into the C literals the template places (its `c` variable); host_inputs()
+    says what the agent resolves on each host when it applies the policy
+    (PIDs differ per host), in the generic form bpfoomctl knows: a BPF hash
+    map to fill with the PIDs of units or pidfiles.
+    """
+
+    name = None
+    allows_strict = False
+
+    def path(self) -> str:
+        return os.path.join(BPF_TEMPLATE_DIR, "policies", f"{self.name}.bpf.c.j2")
+
+    def params(self, params: dict) -> dict:
+        raise NotImplementedError
+
+    def literals(self, params: dict) -> dict:
+        return {}
+
+    def host_inputs(self, params: dict) -> list:
+        return []
 
 
-def _params_prefer_avoid(params: dict) -> dict:
-    params = _mapping(params, "params", ("prefer", "avoid"))
-    _require(bool(params), "params", "prefer_avoid needs prefer, avoid or both")
-    return {key: _matcher_set(params[key], f"params.{key}") for key in ("prefer", "avoid") if key in params}
+class SelectPid(Template):
+    """The seed document's example: one process, named by its unit or its pidfile, dies first."""
+
+    name = "select_pid"
+
+    def params(self, params):
+        params = _mapping(params, "params", ("unit", "pidfile"))
+        _require(len(params) == 1, "params", "select_pid takes exactly one of unit, pidfile")
+        if "unit" in params:
+            return {"unit": _string(params["unit"], "params.unit", SERVICE_RE, "a systemd service name (NAME.service)")}
+        pidfile = _string(params["pidfile"], "params.pidfile", PIDFILE_RE,
+                          "an absolute path of letters, digits and ._@+-")
+        _require("/../" not in pidfile + "/" and "/./" not in pidfile + "/", "params.pidfile",
+                 "may not contain . or .. parts")
+        return {"pidfile": pidfile}
+
+    def host_inputs(self, params):
+        return [{"map": "bpfoom_target_pids", "pid_of": dict(params)}]
 
 
-def _params_cgroup_priority(params: dict) -> dict:
-    params = _mapping(params, "params", ("priorities", "default_priority"))
-    _require("priorities" in params, "params.priorities", "is required")
-    entries = []
-    for index, entry in enumerate(_list(params["priorities"], "params.priorities", MAX_PRIORITIES)):
-        where = f"params.priorities[{index}]"
-        entry = _mapping(entry, where, ("cgroup", "priority"))
-        _require(set(entry) == {"cgroup", "priority"}, where, "needs cgroup and priority")
-        entries.append({"cgroup": _string(entry["cgroup"], f"{where}.cgroup", UNIT_RE,
-                                          "a systemd unit or slice name (NAME.service, NAME.scope, NAME.slice)"),
-                        "priority": _integer(entry["priority"], f"{where}.priority", 0, PRIORITY_MAX)})
-    names = [entry["cgroup"] for entry in entries]
-    _require(len(set(names)) == len(names), "params.priorities", "names a cgroup twice")
-    default = _integer(params.get("default_priority", PRIORITY_MAX // 2), "params.default_priority", 0, PRIORITY_MAX)
-    return {"priorities": entries, "default_priority": default}
+class PreferAvoid(Template):
+    """Matching tasks die first (prefer) or last (avoid)."""
+
+    name = "prefer_avoid"
+    allows_strict = True
+
+    def params(self, params):
+        params = _mapping(params, "params", ("prefer", "avoid"))
+        _require(bool(params), "params", "prefer_avoid needs prefer, avoid or both")
+        return {key: _matcher_set(params[key], f"params.{key}") for key in ("prefer", "avoid") if key in params}
+
+    def literals(self, params):
+        empty = {"comm": [], "comm_prefix": [], "cgroup": [], "uid": []}
+        return {key: _matcher_literals(params.get(key, empty)) for key in ("prefer", "avoid")}
 
 
-def _params_custom(params: dict) -> dict:
-    """A user's own template: flat parameters of bounded integers and short strings."""
-    _require(isinstance(params, dict), "params", f"must be a mapping, got {type(params).__name__}")
-    result = {}
-    for key, value in params.items():
-        _string(key, "params", PARAM_NAME_RE, "a parameter name (lower case, digits, _)")
-        if isinstance(value, str):
-            result[key] = _string(value, f"params.{key}", re.compile(r"^[ -~]{0,63}$"), "at most 63 printable ASCII characters")
-        else:
-            result[key] = _integer(value, f"params.{key}", -(2**31), 2**31 - 1)
-    return result
+class CgroupPriority(Template):
+    """The RFC selftest's idea: a priority per unit or slice, the lowest dies first."""
+
+    name = "cgroup_priority"
+
+    def params(self, params):
+        params = _mapping(params, "params", ("priorities", "default_priority"))
+        _require("priorities" in params, "params.priorities", "is required")
+        entries = []
+        for index, entry in enumerate(_list(params["priorities"], "params.priorities", MAX_PRIORITIES)):
+            where = f"params.priorities[{index}]"
+            entry = _mapping(entry, where, ("cgroup", "priority"))
+            _require(set(entry) == {"cgroup", "priority"}, where, "needs cgroup and priority")
+            entries.append({"cgroup": _string(entry["cgroup"], f"{where}.cgroup", UNIT_RE,
+                                              "a systemd unit or slice name (NAME.service, NAME.scope, NAME.slice)"),
+                            "priority": _integer(entry["priority"], f"{where}.priority", 0, PRIORITY_MAX)})
+        names = [entry["cgroup"] for entry in entries]
+        _require(len(set(names)) == len(names), "params.priorities", "names a cgroup twice")
+        default = _integer(params.get("default_priority", PRIORITY_MAX // 2), "params.default_priority",
+                           0, PRIORITY_MAX)
+        return {"priorities": entries, "default_priority": default}
+
+    def literals(self, params):
+        entries = params["priorities"]
+        return {
+            "priority_count": len(entries),
+            "priority_cgroups": c_array([f"0x{cgroup_name_hash(e['cgroup']):016x}ULL" for e in entries]),
+            # rank = PRIORITY_MAX - priority: the lowest priority ranks highest, dies first
+            "priority_ranks": c_array([str(PRIORITY_MAX - e["priority"]) for e in entries]),
+            "default_rank": str(PRIORITY_MAX - params["default_priority"]),
+        }
 
 
-PARAM_VALIDATORS = {
-    "select_pid": _params_select_pid,
-    "prefer_avoid": _params_prefer_avoid,
-    "cgroup_priority": _params_cgroup_priority,
-}
+class CustomTemplate(Template):
+    """A user's own template file: flat parameters of bounded integers and short strings."""
+
+    def __init__(self, template_file: str):
+        self.template_file = template_file
+        self.name = os.path.basename(template_file)
+
+    def path(self):
+        return self.template_file
+
+    def params(self, params):
+        _require(isinstance(params, dict), "params", f"must be a mapping, got {type(params).__name__}")
+        result = {}
+        for key, value in params.items():
+            _string(key, "params", PARAM_NAME_RE, "a parameter name (lower case, digits, _)")
+            if isinstance(value, str):
+                result[key] = _string(value, f"params.{key}", re.compile(r"^[ -~]{0,63}$"),
+                                      "at most 63 printable ASCII characters")
+            else:
+                result[key] = _integer(value, f"params.{key}", -(2**31), 2**31 - 1)
+        return result
+
+    def literals(self, params):
+        return {"params": {key: (c_string(value, 64) if isinstance(value, str) else f"({value})")
+                           for key, value in params.items()}}
 
 
-def validate(args: dict) -> dict:
-    """Check every argument; return the normalized policy spec."""
-    name = policy_name(args.get("name"))
-    template, template_file = args.get("template"), args.get("template_file")
-    _require((template is None) != (template_file is None), "template",
+CATALOG = {template.name: template for template in (SelectPid(), PreferAvoid(), CgroupPriority())}
+TEMPLATES = tuple(CATALOG)
+# The keys of a policy value (group_vars' bpfoom_policy); `smoke` belongs to the rollout's canary,
+# not to the object.
+POLICY_KEYS = ("name", "template", "template_file", "params", "tie_breaker", "strict", "smoke")
+
+
+def template_of(spec: dict) -> Template:
+    return CATALOG.get(spec["template"]) or CustomTemplate(spec["template_path"])
+
+
+def validate(policy: dict) -> dict:
+    """Check a whole policy value; return the normalized spec the rest of the build uses."""
+    _require(isinstance(policy, dict), "policy", f"must be a mapping, got {type(policy).__name__}")
+    unknown = sorted(set(policy) - set(POLICY_KEYS))
+    _require(not unknown, "policy", f"unknown key(s) {', '.join(map(str, unknown))}; allowed: {', '.join(POLICY_KEYS)}")
+    name = policy_name(policy.get("name"))
+    template_name, template_file = policy.get("template"), policy.get("template_file")
+    _require((template_name is None) != (template_file is None), "template",
              "give exactly one of template (from the catalog) or template_file (your own)")
-    if template is not None:
-        _require(template in TEMPLATES, "template", f"{template!r} is not one of {', '.join(TEMPLATES)}")
+    if template_name is not None:
+        _require(template_name in CATALOG, "template", f"{template_name!r} is not one of {', '.join(TEMPLATES)}")
+        template = CATALOG[template_name]
     else:
         _require(isinstance(template_file, str) and os.path.isabs(template_file) and template_file.endswith(".j2"),
                  "template_file", "must be an absolute path to a .j2 file")
         _require(os.path.isfile(template_file), "template_file", f"{template_file} does not exist")
-    tie_breaker = args.get("tie_breaker", "kernel")
+        template = CustomTemplate(template_file)
+    tie_breaker = policy.get("tie_breaker", "kernel")
     _require(tie_breaker in TIE_BREAKERS, "tie_breaker", f"{tie_breaker!r} is not one of {', '.join(TIE_BREAKERS)}")
-    strict = args.get("strict", False)
+    strict = policy.get("strict", False)
     _require(isinstance(strict, bool), "strict", "must be true or false")
-    _require(not strict or template == "prefer_avoid", "strict",
+    _require(not strict or template.allows_strict, "strict",
              "only prefer_avoid has a strict mode (avoided tasks are never killed)")
-    params = args.get("params") or {}
-    validator = PARAM_VALIDATORS.get(template, _params_custom)
     return {
         "name": name,
-        "template": template or os.path.basename(template_file),
-        "template_path": template_file or os.path.join(BPF_TEMPLATE_DIR, "policies", f"{template}.bpf.c.j2"),
+        "template": template.name,
+        "template_path": template.path(),
         "tie_breaker": tie_breaker,
         "strict": strict,
-        "params": validator(params),
+        "params": template.params(policy.get("params") or {}),
     }
 
 
@@ -227,44 +309,41 @@ def _matcher_literals(matcher: dict) -> dict:
 
 def c_literals(spec: dict) -> dict:
     """The C literals a template may place in its text (the `c` variable)."""
-    params = spec["params"]
-    literals = {"name": c_string(spec["name"], 16), "hash": HASH_PLACEHOLDER}
-    if spec["template"] == "prefer_avoid":
-        empty = {"comm": [], "comm_prefix": [], "cgroup": [], "uid": []}
-        literals["prefer"] = _matcher_literals(params.get("prefer", empty))
-        literals["avoid"] = _matcher_literals(params.get("avoid", empty))
-    elif spec["template"] == "cgroup_priority":
-        entries = params["priorities"]
-        literals["priority_count"] = len(entries)
-        literals["priority_cgroups"] = c_array([f"0x{cgroup_name_hash(e['cgroup']):016x}ULL" for e in entries])
-        # rank = PRIORITY_MAX - priority: the lowest priority ranks highest, dies first
-        literals["priority_ranks"] = c_array([str(PRIORITY_MAX - e["priority"]) for e in entries])
-        literals["default_rank"] = str(PRIORITY_MAX - params["default_priority"])
-    elif spec["template"] not in TEMPLATES:
-        literals["params"] = {key: (c_string(value, 64) if isinstance(value, str) else f"({value})")
-                              for key, value in params.items()}
-    return literals
+    return dict(template_of(spec).literals(spec["params"]), name=c_string(spec["name"], 16), hash=HASH_PLACEHOLDER)
 
 
-def render(spec: dict, render_template) -> tuple:
+def _jinja_environment(template_path: str):
+    """Plain Jinja, sandboxed: a policy's source is a function of the policy alone (no host variables),
+    so each distinct policy renders once per run, whatever the number of hosts."""
+    import jinja2
+    from jinja2.sandbox import SandboxedEnvironment
+    loader = jinja2.FileSystemLoader([os.path.dirname(template_path), BPF_TEMPLATE_DIR])
+    return SandboxedEnvironment(loader=loader, trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True,
+                                undefined=jinja2.StrictUndefined, autoescape=False)
+
+
+def render(spec: dict) -> tuple:
     """Render a spec into (C source, policy hash).
 
-    render_template(path, variables) renders one Jinja file with the BPF
-    template directory on its search path (Ansible's templar in the action
-    plugin, plain Jinja in unit tests). The policy hash is the sha256 of the
-    source with the hash left out, then written into the source's .rodata.
+    The policy hash is the sha256 of the source with the hash left out, then
+    written into the source's .rodata.
     """
+    import jinja2
     policy = {key: spec[key] for key in ("name", "template", "tie_breaker", "strict", "params")}
-    source = render_template(spec["template_path"], {"policy": policy, "c": c_literals(spec)})
+    path = spec["template_path"]
+    try:
+        source = _jinja_environment(path).get_template(os.path.basename(path)).render(
+            policy=policy, c=c_literals(spec))
+    except jinja2.TemplateError as error:
+        raise PolicyError(f"template {path}: {error}") from None
     if HASH_PLACEHOLDER not in source:
-        raise PolicyError(f"template {spec['template_path']} does not extend frame.bpf.c.j2 "
-                          "(its source lacks the policy hash)")
+        raise PolicyError(f"template {path} does not extend frame.bpf.c.j2 (its source lacks the policy hash)")
     policy_hash = hashlib.sha256(source.encode()).hexdigest()
     return source.replace(HASH_PLACEHOLDER, c_string(policy_hash, 65)), policy_hash
 
 
-def host_params(spec: dict) -> dict:
-    """What bpfoomctl resolves on the host when it applies the policy (select_pid's PID)."""
-    if spec["template"] == "select_pid":
-        return {"target_pid": dict(spec["params"])}
-    return {}
+def manifest(spec: dict, policy_hash: str) -> dict:
+    """What travels with the object to the host: its identity, how it was made, what the host resolves."""
+    return {"name": spec["name"], "hash": policy_hash, "template": spec["template"],
+            "tie_breaker": spec["tie_breaker"], "strict": spec["strict"],
+            "host_inputs": template_of(spec).host_inputs(spec["params"])}

@@ -19,9 +19,9 @@ import shutil
 import subprocess
 import tempfile
 
-from ansible_collections.bpfoom.fleet.plugins.plugin_utils.policy_catalog import BPF_TEMPLATE_DIR
+from ansible_collections.bpfoom.fleet.plugins.plugin_utils import policy_catalog
 
-INCLUDE_DIR = os.path.join(BPF_TEMPLATE_DIR, "include")
+INCLUDE_DIR = os.path.join(policy_catalog.BPF_TEMPLATE_DIR, "include")
 CFLAGS = ["-O2", "-g", "-target", "bpf", "-D__TARGET_ARCH_x86", "-Wall", "-Werror"]
 # What a missing piece is called in Debian, for the one error that names it.
 PACKAGES = {"clang": "clang", "bpf/bpf_helpers.h": "libbpf-dev"}
@@ -134,3 +134,37 @@ def build(source: str, manifest: dict, cache_dir: str, tools: dict, key: str = N
             shutil.rmtree(work, ignore_errors=True)
             raise
     return manifest, True
+
+
+def build_policy(policy: dict, cache_dir: str = None, clang: str = "clang", check_mode: bool = False) -> dict:
+    """The one way a policy value becomes an object: validate, render, make the manifest, compile (cached).
+
+    The policy_build action, the tests and the benchmarks all call this. In
+    check mode nothing is written: the result says what would be built.
+    Raises policy_catalog.PolicyError or CompileError with a message naming
+    the parameter or the missing package.
+    """
+    spec = policy_catalog.validate(policy)
+    source, policy_hash = policy_catalog.render(spec)
+    manifest = policy_catalog.manifest(spec, policy_hash)
+    cache_dir = os.path.expanduser(cache_dir or default_cache_dir())
+    tools = toolchain(clang, cache_dir, remember=not check_mode)
+    key = cache_key(source, tools)
+    cached = lookup(cache_dir, key)
+    if check_mode:
+        built, compiled = cached or manifest, False
+    else:
+        built, compiled = build(source, manifest, cache_dir, tools, key)
+    entry = os.path.join(cache_dir, key)
+    return {
+        "changed": cached is None,
+        "compiled": compiled,
+        "policy_name": spec["name"],
+        "policy_hash": policy_hash,
+        "template": spec["template"],
+        "key": key,
+        "manifest": built,
+        "object": os.path.join(entry, "policy.bpf.o"),
+        "source": os.path.join(entry, "policy.bpf.c"),
+        "source_text": source,
+    }

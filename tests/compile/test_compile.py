@@ -39,10 +39,11 @@ def write_inventory(path: Path, groups: dict) -> Path:
 
 
 def run_playbook(inventory: Path, cache: Path, *extra: str, clang: str = "clang"):
-    """Run build_policies.yml; return the process and {host: result} of its build task."""
+    """Run build_policies.yml; return the process and the result of each build (one per distinct policy)."""
     result, report = playbook(HERE / "build_policies.yml", inventory, "-e", f"bpfoom_object_cache={cache}",
                               "-e", f"bpfoom_clang={clang}", "-f", "10", *extra, results_dir=inventory.parent)
-    return result, report.get("Render and compile the host's policy on the controller", {})
+    builds = report.get("Build each distinct policy once", {})
+    return result, (next(iter(builds.values())) if builds else {})
 
 
 def clang_runs(cache: Path) -> int:
@@ -56,21 +57,24 @@ def test_action_compiles_each_distinct_policy_once(tmp_path):
 
     result, report = run_playbook(inventory, cache, "--check")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr
-    assert clang_runs(cache) == 0 and not (cache / "hosts").exists()       # check mode writes nothing
-    assert all(host["changed"] and not host["compiled"] for host in report.values())
+    assert clang_runs(cache) == 0 and not (cache / "names").exists()       # check mode writes nothing
+    builds = report["results"]
+    assert len(builds) == 2                                                # one build per distinct policy
+    assert all(build["changed"] and not build["compiled"] for build in builds)
 
     result, report = run_playbook(inventory, cache)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr
     assert clang_runs(cache) == 2
-    hosts = report
-    assert {hosts[h]["policy_name"] for h in hosts} == {"web", "db_prio"}
-    assert len({hosts[h]["object"] for h in hosts}) == 2
-    assert sum(hosts[h]["compiled"] for h in hosts) == 2
+    builds = report["results"]
+    assert {build["policy_name"] for build in builds} == {"web", "db_prio"}
+    assert len({build["object"] for build in builds}) == 2
+    assert all(build["compiled"] for build in builds)
+    assert all(build["manifest"]["object_sha256"] == policy_compile.sha256_file(build["object"]) for build in builds)
 
     result, report = run_playbook(inventory, cache, "--diff")
     assert result.returncode == 0
     assert clang_runs(cache) == 2                                        # nothing new to compile
-    assert not any(host["changed"] for host in report.values())
+    assert not any(build["changed"] for build in report["results"])
 
 
 def test_action_refuses_bad_parameters_naming_host_and_parameter(tmp_path):
@@ -79,8 +83,8 @@ def test_action_refuses_bad_parameters_naming_host_and_parameter(tmp_path):
                                   '{"bpfoom_policy": {"name": "bad name", "template": "prefer_avoid", '
                                   '"params": {"avoid": {"uid": [0]}}}}')
     assert result.returncode != 0
-    message = report["web1"]["msg"]
-    assert message.startswith("web1: policy parameter name:"), message
+    message = report["results"][0]["msg"]
+    assert message.startswith("web1: policy 'bad name': parameter name:"), message
     assert not (tmp_path / "objects").exists()
 
 
@@ -88,5 +92,5 @@ def test_missing_clang_names_the_package(tmp_path):
     inventory = write_inventory(tmp_path / "hosts.yml", {"web": (1, "prefer_avoid")})
     result, report = run_playbook(inventory, tmp_path / "objects", clang="/nonexistent/clang")
     assert result.returncode != 0
-    message = report["web1"]["msg"]
+    message = report["results"][0]["msg"]
     assert "install clang" in message and "apt-get install clang" in message, message

@@ -120,7 +120,22 @@ def test_hook_patch_names_the_three_interfaces():
         assert symbol in patch
 
 
-def test_up_with_a_busy_port_starts_nothing(tmp_path):
+@pytest.fixture
+def qemu_installed(monkeypatch):
+    """These tests are about checks made before qemu starts: they must not depend on the machine having it."""
+    real_which = fleet.shutil.which
+    monkeypatch.setattr(fleet.shutil, "which",
+                        lambda name, *args, **kwargs: f"/usr/bin/{name}" if name == fleet.QEMU else real_which(name))
+
+
+def test_up_without_qemu_names_the_package(monkeypatch):
+    monkeypatch.setattr(fleet.shutil, "which", lambda name, *args, **kwargs: None)
+    with pytest.raises(LabError, match="apt-get install qemu-system-x86 qemu-utils"):
+        fleet.up(["lab=1"])
+    assert fleet.load_fleet() == {"hosts": {}}
+
+
+def test_up_with_a_busy_port_starts_nothing(tmp_path, qemu_installed):
     with socket.socket() as holder:
         holder.bind(("127.0.0.1", 0))
         port = holder.getsockname()[1]
@@ -130,7 +145,7 @@ def test_up_with_a_busy_port_starts_nothing(tmp_path):
     assert not (common.lab_dir() / "hosts").exists()
 
 
-def test_up_beyond_capacity_starts_nothing():
+def test_up_beyond_capacity_starts_nothing(qemu_installed):
     with pytest.raises(LabError, match="ask for fewer hosts"):
         fleet.up(["big=64"], memory_mib=8192)
     assert fleet.load_fleet() == {"hosts": {}}

@@ -363,19 +363,38 @@ def preflight():
         raise Failure(7, "libbpf %d.%d is too old: bpfoomctl needs libbpf 1.0 or newer (libbpf1)" % libbpf_version())
 
 
-def resolve_target_pid(spec):
-    """select_pid: the PID to prefer, from a unit's MainPID or a pidfile (None if not running)."""
-    if "unit" in spec:
-        import subprocess  # only select_pid needs it: keep it off every other command's start-up
-        result = subprocess.run(["systemctl", "show", "--property", "MainPID", "--value", spec["unit"]],
+def resolve_pid(pid_of):
+    """A host input's PID: a unit's MainPID or the number in a pidfile (None if not running)."""
+    if "unit" in pid_of:
+        import subprocess  # only policies with host inputs need it: keep it off every other command's start-up
+        result = subprocess.run(["systemctl", "show", "--property", "MainPID", "--value", pid_of["unit"]],
                                 capture_output=True, text=True, check=False)
         pid = int(result.stdout.strip() or 0)
         return pid or None
     try:
-        with open(spec["pidfile"]) as handle:
+        with open(pid_of["pidfile"]) as handle:
             return int(handle.read().split()[0])
     except (OSError, ValueError, IndexError):
         return None
+
+
+def fill_host_inputs(obj, manifest):
+    """What the manifest says this host resolves: each input is a hash map of the object to fill with
+    the PID of a unit or pidfile (key: the PID, value: 1). Generic: no template is known here."""
+    notes = []
+    for host_input in manifest.get("host_inputs", []):
+        source = host_input["pid_of"].get("unit") or host_input["pid_of"].get("pidfile")
+        pid = resolve_pid(host_input["pid_of"])
+        if pid is None:
+            notes.append(f"{source} is not running: {host_input['map']} stays empty")
+            continue
+        map_ptr = libbpf().bpf_object__find_map_by_name(obj, host_input["map"].encode())
+        key, value = ctypes.c_uint32(pid), ctypes.c_uint8(1)
+        if not map_ptr or libbpf().bpf_map_update_elem(libbpf().bpf_map__fd(map_ptr), ctypes.byref(key),
+                                                       ctypes.byref(value), 0) != 0:
+            raise Failure(1, f"cannot record PID {pid} of {source} in map {host_input['map']}: {_errno_text()}")
+        notes.append(f"{source}: PID {pid}")
+    return notes
 
 
 def _verifier_tail(lines=25):
@@ -390,23 +409,11 @@ def load_and_pin(policy_dir, manifest, pin_dir):
     obj = lib.bpf_object__open_file(os.path.join(policy_dir, "policy.bpf.o").encode(), None)
     if not obj:
         raise Failure(1, f"libbpf cannot open {policy_dir}/policy.bpf.o: {_errno_text()}\n{_verifier_tail()}")
-    notes = []
     try:
         if lib.bpf_object__load(obj) != 0:
             raise Failure(4, f"the kernel's verifier rejected policy {manifest['name']!r} "
                              f"({_errno_text()}); last lines of its log:\n{_verifier_tail()}")
-        target = manifest.get("host_params", {}).get("target_pid")
-        if target:
-            pid = resolve_target_pid(target)
-            if pid is None:
-                notes.append(f"target {target} is not running: the policy prefers no process")
-            else:
-                map_ptr = lib.bpf_object__find_map_by_name(obj, b"bpfoom_target_pids")
-                key, value = ctypes.c_uint32(pid), ctypes.c_uint8(1)
-                if not map_ptr or lib.bpf_map_update_elem(lib.bpf_map__fd(map_ptr), ctypes.byref(key),
-                                                          ctypes.byref(value), 0) != 0:
-                    raise Failure(1, f"cannot record the target PID {pid}: {_errno_text()}")
-                notes.append(f"target {target}: PID {pid}")
+        notes = fill_host_inputs(obj, manifest)
         os.makedirs(pin_dir, mode=0o700)
         prog = lib.bpf_object__next_program(obj, None)
         while prog:

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import pytest
-from policytools import EXAMPLES, jinja_render
+from policytools import EXAMPLES
 
 from ansible_collections.bpfoom.fleet.plugins.plugin_utils import policy_catalog as catalog
 from ansible_collections.bpfoom.fleet.plugins.plugin_utils.policy_catalog import PolicyError
 
 
 def render(args):
-    return catalog.render(catalog.validate(args), jinja_render)
+    return catalog.render(catalog.validate(args))
 
 
 @pytest.mark.parametrize("example", sorted(EXAMPLES))
@@ -69,10 +69,35 @@ def test_c_string_escapes_every_byte():
     assert catalog.c_string('a"b', 16) == '"\\x61\\x22\\x62"'
 
 
-def test_host_params_of_select_pid():
+def test_the_manifest_names_the_host_inputs_of_select_pid():
     spec = catalog.validate(EXAMPLES["select_pid_unit"])
-    assert catalog.host_params(spec) == {"target_pid": {"unit": "memcached.service"}}
-    assert catalog.host_params(catalog.validate(EXAMPLES["prefer_avoid"])) == {}
+    manifest = catalog.manifest(spec, "0" * 64)
+    assert manifest["host_inputs"] == [{"map": "bpfoom_target_pids", "pid_of": {"unit": "memcached.service"}}]
+    source, _hash = catalog.render(spec)
+    assert "bpfoom_target_pids SEC(\".maps\")" in source          # the map the agent fills exists
+    assert catalog.manifest(catalog.validate(EXAMPLES["prefer_avoid"]), "0" * 64)["host_inputs"] == []
+
+
+def test_the_manifest_carries_every_object_property():
+    spec = catalog.validate(EXAMPLES["cgroup_priority"])
+    manifest = catalog.manifest(spec, "ab" * 32)
+    assert manifest == {"name": "db_prio", "hash": "ab" * 32, "template": "cgroup_priority", "tie_breaker": "youngest",
+                        "strict": False, "host_inputs": []}
+
+
+def test_the_smoke_section_is_part_of_the_policy_value_not_of_the_object():
+    with_smoke = dict(EXAMPLES["prefer_avoid"], smoke={"limit_mib": 128})
+    assert render(with_smoke) == render(EXAMPLES["prefer_avoid"])
+    with pytest.raises(PolicyError, match="^policy: unknown key"):
+        catalog.validate(dict(EXAMPLES["prefer_avoid"], mode="shadow2"))
+
+
+def test_a_template_may_not_reach_host_variables(tmp_path):
+    template = tmp_path / "peek.bpf.c.j2"
+    template.write_text('{% extends "frame.bpf.c.j2" %}\n{% block rank %}\n\treturn {{ inventory_hostname }};\n'
+                        '{% endblock %}\n')
+    with pytest.raises(PolicyError, match="inventory_hostname"):
+        render({"name": "peek", "template_file": str(template)})
 
 
 def test_custom_template_gets_literals(tmp_path):

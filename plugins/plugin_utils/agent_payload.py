@@ -1,0 +1,66 @@
+# Copyright: bpfoom.fleet contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Controller side of the agent: its files as the host module receives them, in its arguments.
+
+The files are read (bpfoomctl.py, the bpfoomctl shim) or rendered (the unit,
+from roles/agent/templates/bpfoom.service.j2 with the agent options) here, and
+travel base64-encoded inside the one module execution that converges the host
+(plugins/module_utils/agent_host.py says where each goes).
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+
+from ansible.errors import AnsibleActionFail
+from ansible.template import trust_as_template
+
+from ansible_collections.bpfoom.fleet.plugins.module_utils.agent_host import AGENT_OPTIONS
+
+ROLE_DIR = os.path.normpath(os.path.join(os.path.dirname(__file__), "..", "..", "roles", "agent"))
+RANGES = {"oom_score_adj": (-1000, 1000), "restart_sec": (0, 3600)}
+
+
+def agent_options(options):
+    """The agent options with their defaults, checked: errors name the option and the range."""
+    merged = {key: spec["default"] for key, spec in AGENT_OPTIONS.items()}
+    merged.update({key: value for key, value in (options or {}).items() if value is not None})
+    unknown = sorted(set(merged) - set(AGENT_OPTIONS))
+    if unknown:
+        raise AnsibleActionFail(f"agent: unknown option(s) {', '.join(unknown)}; allowed: {', '.join(AGENT_OPTIONS)}")
+    for key, (low, high) in RANGES.items():
+        value = merged[key]
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise AnsibleActionFail(f"agent.{key}: {value!r} is not an integer from {low} to {high}")
+    return merged
+
+
+def agent_files(action, task_vars, options):
+    """{file name: base64 content} of the agent, the unit rendered with Ansible's templar."""
+    files = {}
+    for name in ("bpfoomctl.py", "bpfoomctl"):
+        with open(os.path.join(ROLE_DIR, "files", name), "rb") as handle:
+            files[name] = handle.read()
+    unit_template = os.path.join(ROLE_DIR, "templates", "bpfoom.service.j2")
+    with open(unit_template) as handle:
+        text = trust_as_template(handle.read())
+    variables = dict(task_vars, ansible_managed=task_vars.get("ansible_managed", "Ansible managed"),
+                     agent_oom_score_adj=options["oom_score_adj"], agent_restart_sec=options["restart_sec"])
+    templar = action._templar.copy_with_new_env(available_variables=variables)
+    files["bpfoom.service"] = templar.template(text).encode()
+    return {name: base64.b64encode(content).decode() for name, content in files.items()}
+
+
+def run_with_agent(action, task_vars, module_name, args):
+    """Run module_name on the host with the agent's files in its arguments; a failure names the host first."""
+    host = task_vars.get("inventory_hostname", "the host")
+    args = dict(args, agent=agent_options(args.get("agent")))
+    args["agent_files"] = agent_files(action, task_vars, args["agent"])
+    return host_named(host, action._execute_module(module_name=module_name, module_args=args, task_vars=task_vars))
+
+
+def host_named(host, result):
+    if result.get("failed") and not str(result.get("msg", "")).startswith(host):
+        result["msg"] = f"{host}: {result.get('msg')}"
+    return result
