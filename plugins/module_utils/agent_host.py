@@ -76,6 +76,10 @@ def package_manager():
     return next((name for name, path in PACKAGE_MANAGERS if os.path.exists(path)), None)
 
 
+def agent_installed():
+    return os.path.exists(BPFOOMCTL)
+
+
 def host_facts():
     functions = btf_hook_functions()
     return {"kernel_release": os.uname().release, "hook": all(functions.values()), "hook_functions": functions,

@@ -194,7 +194,7 @@ import shutil
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.bpfoom.fleet.plugins.module_utils.agent_host import (
-    AGENT_SPEC, BPFOOMCTL, STATE_DIR, AgentHost, decode_files, host_facts, libbpf_missing_message, missing_hook_message,
+    AGENT_SPEC, STATE_DIR, AgentHost, agent_installed, decode_files, host_facts, libbpf_missing_message, missing_hook_message,
     package_manager, policy_identity, run_bpfoomctl)
 
 INCOMING = os.path.join(STATE_DIR, "incoming")
@@ -231,6 +231,16 @@ def wanted_identity(module, params, status, result):
     return {"policy_name": params["manifest"]["name"], "policy_hash": params["manifest"]["hash"]}
 
 
+def needs_change(params, status, before, wanted):
+    """Whether the agent must act: what the kernel runs, or what the agent re-applies at boot, is not wanted."""
+    desired = (status or {}).get("desired_hash")
+    if params["state"] == "absent":
+        return desired is not None or any(p["managed"] for p in (status or {}).get("policies", []))
+    if params["rollback_from"] and wanted == before:
+        return False                        # not on the policy to leave
+    return (before or {}).get("policy_hash") != wanted["policy_hash"] or desired != wanted["policy_hash"]
+
+
 def stage_policy(module, manifest, encoded_object):
     """Write the built policy where bpfoomctl apply reads it: root-only, under the agent's state directory."""
     directory = os.path.join(INCOMING, manifest["hash"])
@@ -253,7 +263,7 @@ def main():
     result = dict(changed=False, previous=None, policy_name=None, policy_hash=None, links=[], evaluations=None,
                   selections=None, files_changed=[], agent={}, notes=[], libbpf_missing=False,
                   package_manager=package_manager(), kernel_release=facts["kernel_release"], hook=facts["hook"])
-    installed = os.path.exists(BPFOOMCTL)
+    installed = agent_installed()
     if params["state"] == "absent" and (not facts["hook"] or not installed):
         result["notes"].append(f"the kernel {facts['kernel_release']} has no BPF OOM hook: nothing to detach"
                                if not facts["hook"] else "no agent on this host: no bpfoom policy to detach")
@@ -279,10 +289,7 @@ def main():
     status = run_bpfoomctl(module, "status", result=result) if installed else None
     before = policy_identity(status)
     wanted = wanted_identity(module, params, status, result)
-    desired = (status or {}).get("desired_hash")
-    policy_changed = (before or {}).get("policy_hash") != (wanted or {}).get("policy_hash") \
-        or (wanted is not None and desired != wanted["policy_hash"]) \
-        or (wanted is None and (desired is not None or any(p["managed"] for p in (status or {}).get("policies", []))))
+    policy_changed = needs_change(params, status, before, wanted)
     result.update(previous=before, changed=result["changed"] or policy_changed)
     if module._diff:
         result["diff"] = {"before": describe(before, {path: old for path, (old, _new) in digests.items()}),

@@ -345,6 +345,8 @@ def write_inventory(fleet: dict) -> None:
         f"    ansible_ssh_private_key_file: {ssh_key()}",
         "    ansible_ssh_common_args: -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null",
         "    ansible_python_interpreter: /usr/bin/python3",
+        # One SSH session per module execution; bpfoom.fleet converges a host in one execution.
+        "    ansible_pipelining: true",
         "  children:",
     ]
     for group, members in groups.items():

@@ -22,8 +22,10 @@ ROOTFS_FILES = LAB_ROOT / "image" / "rootfs"
 IMAGE_SIZE = "1536M"
 PACKAGES = [
     "systemd-sysv", "udev", "dbus", "openssh-server", "python3", "python3-apt",
-    "libbpf1", "bpftool", "iproute2", "procps", "kmod",
+    "libbpf1", "bpftool", "iproute2", "procps", "kmod", "sudo",
 ]
+# A normal user with passwordless sudo, as most fleets log in (the lab proves `become` through it).
+SUDO_USER = "lab-operator"
 # Extra packages per image variant.
 IMAGE_VARIANTS = {"base": [], "bcc": ["python3-bpfcc", "xz-utils"]}
 BUILD_DEPENDENCIES = {"mmdebstrap": "mmdebstrap", "genext2fs": "genext2fs",
@@ -64,6 +66,9 @@ def _build(out: Path, package_list: list) -> None:
     customize = (
         f'cp -a {ROOTFS_FILES}/. "$1"/ && '
         'chroot "$1" systemctl enable systemd-networkd lab-ssh-key.service ssh && '
+        f'chroot "$1" useradd --create-home --shell /bin/bash {SUDO_USER} && '
+        f'echo "{SUDO_USER} ALL=(ALL) NOPASSWD: ALL" > "$1"/etc/sudoers.d/{SUDO_USER} && '
+        f'chmod 0440 "$1"/etc/sudoers.d/{SUDO_USER} && '
         # The lab hosts cannot reach a registry: keep apt from trying.
         'rm -f "$1"/etc/apt/sources.list && : > "$1"/etc/fstab'
     )

@@ -37,3 +37,21 @@ def test_two_groups_with_different_policies_are_refused():
 def test_bad_survey_text_is_refused(bad):
     with pytest.raises(AnsibleFilterError, match="bpfoom_group_policies"):
         group_policy(bad, ["web"])
+
+
+def test_fleet_plan_lists_each_distinct_policy_once():
+    from ansible_collections.bpfoom.fleet.plugins.filter.group_policy import fleet_plan
+    web, db = {"name": "web", "template": "prefer_avoid"}, {"name": "db", "template": "cgroup_priority"}
+    hostvars = {f"web{i}": {"group_names": ["web"], "bpfoom_policy": dict(web)} for i in range(1, 201)}
+    hostvars.update({"db1": {"group_names": ["db"], "bpfoom_policy": db}, "stray": {"group_names": []}})
+    plan = fleet_plan(list(hostvars), hostvars, {"db": db})
+    assert plan["policies"] == [web, db]
+    assert plan["hosts"]["web7"] == {"group": "web", "policy": 0}
+    assert plan["hosts"]["db1"] == {"group": "db", "policy": 1}
+    assert plan["without_policy"] == ["stray"] and plan["hosts"]["stray"]["policy"] is None
+
+
+def test_aligned_table_fits_the_widest_cell():
+    from ansible_collections.bpfoom.fleet.plugins.filter.aligned_table import aligned_table
+    lines = aligned_table([["a-very-long-host-name", "web,db"], ["h2", None]], ["HOST", "GROUP"])
+    assert lines == ["HOST                   GROUP", "a-very-long-host-name  web,db", "h2                     -"]
