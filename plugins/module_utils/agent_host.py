@@ -107,7 +107,8 @@ def sha256_file(path):
         return None
 
 
-def _file_differs(path, content, mode):
+def _file_differs(name, content):
+    path, mode = AGENT_FILES[name]
     if sha256_file(path) != hashlib.sha256(content).hexdigest():
         return True
     info = os.stat(path)
@@ -150,24 +151,20 @@ class AgentHost:
         return rc, out.strip()
 
     def plan(self, files):
-        """What converging would change: the files that differ, and the service and bpffs steps."""
-        changed = [name for name, content in files.items() if _file_differs(AGENT_FILES[name][0], content,
-                                                                               AGENT_FILES[name][1])]
+        """What converging would change: the files that differ (by name), and the service and bpffs steps."""
+        changed = [name for name, content in files.items() if _file_differs(name, content)]
         installed = os.path.exists(AGENT_FILES["bpfoom.service"][0])
         enabled = installed and self._systemctl("is-enabled", UNIT, check=False)[0] == 0
         active = installed and self._systemctl("is-active", UNIT, check=False)[0] == 0
         return {
-            "files_changed": [AGENT_FILES[name][0] for name in changed],
-            # For diff mode: each changing file's checksum before and after.
-            "digests": {AGENT_FILES[name][0]: (sha256_file(AGENT_FILES[name][0]),
-                                               hashlib.sha256(files[name]).hexdigest()) for name in changed},
+            "files": changed,
+            "digests_before": {name: sha256_file(AGENT_FILES[name][0]) for name in changed},
             "unit_changed": "bpfoom.service" in changed,
             "enable": not enabled,
             "start": not active,
             # A new program is picked up by a restart; a restart keeps the policy attached.
             "restart": active and bool(set(changed) & {"bpfoomctl.py", "bpfoomctl"}),
             "mount_bpffs": not bpffs_mounted(),
-            "_changed_names": changed,
         }
 
     def apply(self, files, plan):
@@ -175,7 +172,7 @@ class AgentHost:
             if not os.path.isdir(directory):
                 os.makedirs(directory, mode=mode)
             os.chmod(directory, mode)
-        for name in plan["_changed_names"]:
+        for name in plan["files"]:
             path, mode = AGENT_FILES[name]
             write_file(self.module, path, files[name], mode)
         if plan["mount_bpffs"]:
@@ -193,15 +190,16 @@ class AgentHost:
             self._systemctl("restart", UNIT)
 
     def converge(self, files, check_mode):
-        """Plan, then (outside check mode) act; return the plan as the module reports it."""
+        """Plan, then (outside check mode) act. Returns the plan as the modules report it: the paths of the
+        files that change, each one's checksum before and after (for diff mode), and the service steps."""
         plan = self.plan(files)
-        if not check_mode and (plan["_changed_names"] or plan["enable"] or plan["start"] or plan["restart"]
-                               or plan["mount_bpffs"]):
+        changed = bool(plan["files"] or plan["enable"] or plan["start"] or plan["restart"] or plan["mount_bpffs"])
+        if changed and not check_mode:
             self.apply(files, plan)
-        plan.pop("_changed_names")
-        plan["changed"] = bool(plan["files_changed"] or plan["enable"] or plan["start"] or plan["restart"]
-                               or plan["mount_bpffs"])
-        return plan
+        names, before = plan.pop("files"), plan.pop("digests_before")
+        return dict(plan, changed=changed, files_changed=[AGENT_FILES[name][0] for name in names],
+                    digests={AGENT_FILES[name][0]: (before[name], hashlib.sha256(files[name]).hexdigest())
+                             for name in names})
 
 
 # --- the agent's own answers -------------------------------------------------

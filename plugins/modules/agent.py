@@ -89,7 +89,8 @@ def main():
     module = AnsibleModule(argument_spec=AGENT_SPEC, supports_check_mode=True)
     result = dict(changed=False, files_changed=[], agent={}, libbpf_missing=False, package_manager=package_manager())
     if libbpf_version() is None:
-        module.fail_json(msg=libbpf_missing_message(), **dict(result, libbpf_missing=True))
+        result["libbpf_missing"] = True
+        module.fail_json(msg=libbpf_missing_message(), **result)
     plan = AgentHost(module).converge(decode_files(module.params["agent_files"]), module.check_mode)
     digests = plan.pop("digests")
     result.update(changed=plan.pop("changed"), files_changed=plan.pop("files_changed"), agent=plan)

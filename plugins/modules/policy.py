@@ -198,7 +198,8 @@ from ansible_collections.bpfoom.fleet.plugins.module_utils.agent_host import (
     package_manager, policy_identity, run_bpfoomctl)
 
 INCOMING = os.path.join(STATE_DIR, "incoming")
-ARGUMENT_SPEC = dict(AGENT_SPEC,
+ARGUMENT_SPEC = dict(
+    AGENT_SPEC,
     build=dict(type="dict"),
     rollback_from=dict(type="str"),
     state=dict(type="str", choices=["present", "absent"], default="present"),

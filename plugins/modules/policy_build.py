@@ -23,7 +23,7 @@ author:
 options:
   policy:
     description:
-      - The policy, as one value: what a host group's C(bpfoom_policy) holds.
+      - The policy as one value, as a host group's C(bpfoom_policy) holds it.
       - What each template accepts is checked by the policy catalog before anything is rendered; a refusal names
         the parameter and what is allowed (C(docs/policies.md)).
     type: dict

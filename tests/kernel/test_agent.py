@@ -65,15 +65,58 @@ def test_policy_module_applies_verifies_and_is_idempotent(lab, agent_lab):
     process, results = play(agent_lab, "apply_policy.yml", "hook2", "--diff", policy=PREFER_B)
     assert process.returncode == 0, process.stdout[-3000:]
     applied = results["Run the policy"]["hook2"]
-    assert applied["changed"] and applied["policy_name"] == "prefer_b"
+    assert applied["changed"] and applied["policy_name"] == "prefer_b" and applied["hook"]
     assert {(link["attach_type"], link["target"]) for link in applied["links"]} == {
         ("modify_return", "bpf_oom_evaluate_task"), ("trace_fentry", "bpf_set_policy_name")}
     assert "policy_name: prefer_b" in applied["diff"]["after"]
-    info = results["Read the host back"]["hook2"]
-    assert info["attached_policy"]["policy_name"] == "prefer_b" and info["hook"]
+    assert applied["evaluations"] == 0 and applied["selections"] == 0      # the kernel's counters, just attached
+    assert bpfoomctl(lab["hook2"], "status")["attached_policy"]["policy_name"] == "prefer_b"
 
     process, results = play(agent_lab, "apply_policy.yml", "hook2", policy=PREFER_B)
     assert process.returncode == 0 and changed_count(process) == 0, process.stdout[-3000:]
+    again = results["Run the policy"]["hook2"]
+    assert again["files_changed"] == [] and again["policy_name"] == "prefer_b"
+
+
+def test_policy_module_installs_the_agent_in_the_same_execution(lab, agent_lab):
+    """A host with no agent at all: one policy task writes the files, starts the unit and attaches."""
+    host = lab["hook2"]
+    fleet.run_on(host, "systemctl disable --now bpfoom.service; rm -rf /usr/local/lib/bpfoom /usr/local/sbin/bpfoomctl "
+                       "/etc/systemd/system/bpfoom.service; systemctl daemon-reload; umount /sys/fs/bpf")
+    try:
+        process, results = play(agent_lab, "apply_policy.yml", "hook2", "--check", policy=PREFER_C)
+        assert process.returncode == 0, process.stdout[-3000:]
+        predicted = results["Run the policy"]["hook2"]
+        assert predicted["changed"] and predicted["policy_name"] == "prefer_c"
+        assert predicted["agent"]["start"] and predicted["agent"]["mount_bpffs"] and len(predicted["files_changed"]) == 3
+        assert fleet.run_on(host, "test -e /usr/local/sbin/bpfoomctl", check=False).returncode == 1
+
+        process, results = play(agent_lab, "apply_policy.yml", "hook2", policy=PREFER_C)
+        assert process.returncode == 0, process.stdout[-3000:]
+        applied = results["Run the policy"]["hook2"]
+        assert applied["policy_name"] == "prefer_c" and len(applied["files_changed"]) == 3
+        assert fleet.run_on(host, "systemctl is-active bpfoom.service").stdout.strip() == "active"
+        assert fleet.run_on(host, "stat -c '%a %U' /usr/local/sbin/bpfoomctl /var/lib/bpfoom").stdout.split("\n")[:2] \
+            == ["755 root", "700 root"]
+    finally:
+        fleet.run_on(host, "mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf")
+        play(agent_lab, "agent.yml", "hook2")
+
+
+def test_a_host_without_libbpf_is_told_by_the_policy_task_and_nothing_changes(lab, agent_lab):
+    host = lab["hook2"]
+    play(agent_lab, "apply_policy.yml", "hook2", policy=PREFER_B)
+    hidden = "/root/libbpf-hidden"
+    fleet.run_on(host, f"mkdir -p {hidden} && mv /usr/lib/x86_64-linux-gnu/libbpf.so.1* {hidden}/ && ldconfig")
+    try:
+        process, results = play(agent_lab, "apply_policy.yml", "hook2", policy=PREFER_C)
+        failed = results["Run the policy"]["hook2"]
+        assert process.returncode != 0 and failed["libbpf_missing"] and failed["package_manager"] == "apt"
+        assert failed["msg"].startswith("hook2: libbpf.so.1 is missing: install libbpf1"), failed["msg"]
+        assert not failed["changed"] and failed["files_changed"] == []
+    finally:
+        fleet.run_on(host, f"mv {hidden}/* /usr/lib/x86_64-linux-gnu/ && ldconfig")
+    assert bpfoomctl(host, "status")["attached_policy"]["policy_name"] == "prefer_b"
 
 
 def test_check_mode_predicts_a_swap_without_touching_the_host(lab, agent_lab):

@@ -3,6 +3,8 @@
 The session fleet: hook1 and hook2 (group hook, the patched kernel), nohook1
 (group nohook, the unpatched one), in that inventory order, so hook1 is the
 canary. The hook group runs the demo's web policy (tests/lab/demo/group_vars).
+Ansible reaches every host as a normal user with passwordless sudo (the
+image's lab-operator): the playbooks' become is proven by every test here.
 The tests run in file order, each from the state the one before left, as an
 operator's runs follow each other: a failed canary, a rollout, a check-mode
 run, a kernel without the hook, verify, rollback and detach.
@@ -15,13 +17,14 @@ import time
 import pytest
 import yaml
 
-from fleetlab import common, fleet
+from fleetlab import common, fleet, image
 from policytools import run_playbook
 
 pytestmark = pytest.mark.lab
 
 DEMO_VARS = common.REPO_ROOT / "tests" / "lab" / "demo" / "group_vars"
 WEB = yaml.safe_load((DEMO_VARS / "web.yml").read_text())["bpfoom_policy"]
+APPLY = "Apply the policy (agent, bpffs, make-before-break; verified from the kernel)"
 NOHOOK = {"name": "legacy", "template": "prefer_avoid", "params": {"avoid": {"cgroup": ["sshd.service"]}}}
 
 
@@ -29,7 +32,8 @@ NOHOOK = {"name": "legacy", "template": "prefer_avoid", "params": {"avoid": {"cg
 def rollout_lab(lab, tmp_path_factory):
     work = tmp_path_factory.mktemp("rollout")
     inventory = fleet.inventory_directory(work / "inventory", {
-        "all": {"agent_manage_packages": False, "bpfoom_object_cache": str(work / "objects")},
+        "all": {"agent_manage_packages": False, "bpfoom_object_cache": str(work / "objects"),
+                "ansible_user": image.SUDO_USER},
         "hook": {"bpfoom_group": "hook", "bpfoom_policy": WEB},
         "nohook": {"bpfoom_group": "nohook", "bpfoom_policy": NOHOOK},
     })
@@ -76,7 +80,7 @@ def test_a_failed_canary_smoke_test_stops_the_rollout(lab, rollout_lab):
         'hook1: rollout stopped at "Provoke a contained memcg OOM and check the victim": smoke test failed: '
         "the kernel killed report-gen, the policy should have picked web-server")}, process.stdout[-3000:]
     # Only the canary's batch ran: the other hosts were built for, never reached.
-    assert list(results["Read the host's kernel and agent"]) == ["hook1"]
+    assert list(results[APPLY]) == ["hook1"]
     assert {name: attached(lab[name]) for name in ("hook2", "nohook1")} == before
 
 
@@ -104,7 +108,7 @@ def test_check_mode_predicts_the_swap_and_changes_nothing(lab, rollout_lab):
     process, results = playbook(rollout_lab, "rollout", "--check", "--diff", bpfoom_hosts="hook1",
                                 bpfoom_group_policies={"hook": newer})
     assert process.returncode == 0, process.stdout[-3000:]
-    applied = results["Apply the policy (make-before-break; verified from the kernel)"]["hook1"]
+    applied = results[APPLY]["hook1"]
     assert applied["changed"] and applied["policy_name"] == "web_next", applied
     assert applied["diff"]["before"].startswith("policy_name: web\n"), applied["diff"]
     assert applied["diff"]["after"].startswith("policy_name: web_next\n"), applied["diff"]
@@ -141,16 +145,23 @@ def test_verify_reports_every_host_and_fails_a_mismatch(lab, rollout_lab):
     assert attached(lab["hook1"]) == "web"
 
 
-def test_rollback_returns_to_the_previous_policy_and_detach_to_the_kernel(lab, rollout_lab):
+def test_rollback_returns_to_the_previous_policy_once_and_detach_to_the_kernel(lab, rollout_lab):
     newer = dict(WEB, name="web_next", params=dict(WEB["params"], prefer={"comm_prefix": ["report-", "batch-"]}))
     process, _results = playbook(rollout_lab, "rollout", bpfoom_hosts="hook1", bpfoom_group_policies={"hook": newer})
     assert process.returncode == 0, process.stdout[-3000:]
     assert attached(lab["hook1"]) == "web_next"
 
-    process, results = playbook(rollout_lab, "rollback", bpfoom_hosts="hook1")
+    # Rolled back from what the map says the group runs now: web_next.
+    process, results = playbook(rollout_lab, "rollback", bpfoom_hosts="hook1,nohook1",
+                                bpfoom_group_policies={"hook": newer})
     assert process.returncode == 0, process.stdout[-3000:]
     assert attached(lab["hook1"]) == "web"
-    assert "web_next -> web" in results["Say what runs now"]["hook1"]["msg"]
+    assert "hook1: web_next -> web (" in results["Say what runs now"]["hook1"]["msg"]
+    assert recap(process)["nohook1"]["changed"] == 0
+    # Declarative: a second run finds hook1 no longer on web_next and changes nothing.
+    process, results = playbook(rollout_lab, "rollback", bpfoom_hosts="hook1", bpfoom_group_policies={"hook": newer})
+    assert process.returncode == 0 and recap(process)["hook1"]["changed"] == 0, process.stdout[-3000:]
+    assert attached(lab["hook1"]) == "web" and "unchanged" in results["Say what runs now"]["hook1"]["msg"]
 
     process, _results = playbook(rollout_lab, "detach", bpfoom_hosts="hook1,nohook1")
     assert process.returncode == 0, process.stdout[-3000:]

@@ -27,7 +27,7 @@ class FakeAgent:
     def __init__(self, attached=None, good=(), kernel_disagrees=False):
         self.attached = attached
         self.desired = attached and attached["policy_hash"]
-        self.good = [identity for identity in good]
+        self.good = list(good)
         self.kernel_disagrees = kernel_disagrees
         self.commands = []
 
@@ -89,7 +89,7 @@ def host(monkeypatch, tmp_path):
     monkeypatch.setattr(policy, "host_facts", lambda: Host.facts)
     monkeypatch.setattr(policy, "agent_installed", lambda: Host.installed)
     monkeypatch.setattr(policy, "package_manager", lambda: "apt")
-    monkeypatch.setattr(policy, "run_bpfoomctl", lambda module, *args, result=None: Host.agent(module, *args))
+    monkeypatch.setattr(policy, "run_bpfoomctl", lambda module, *args, result=None: Host.agent(module, *args, result=result))
     monkeypatch.setattr(policy, "AgentHost", FakeAgentHost)
     monkeypatch.setattr(policy, "INCOMING", str(tmp_path / "incoming"))
     FakeAgentHost.files_differ, FakeAgentHost.check_modes = False, []
