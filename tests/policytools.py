@@ -8,12 +8,16 @@ where a test or benchmark drives bpfoomctl without Ansible.
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import yaml
 
 from ansible_collections.bpfoom.fleet.plugins.plugin_utils import policy_compile
 from fleetlab import fleet
+
+sys.path.insert(0, str(Path(__file__).resolve().parent / "callback_plugins"))
+from remote_executions import read_counts  # noqa: E402  (the counting callback's own reader)
 
 TESTS = Path(__file__).resolve().parent
 AGENT_FILES = TESTS.parent / "roles" / "agent" / "files"
@@ -41,13 +45,22 @@ def build_policy(policy: dict, cache_dir) -> Path:
     return Path(cache_dir) / built["key"]
 
 
-def run_playbook(playbook, inventory, *extra, results_dir, timeout=900):
-    """Run ansible-playbook; return (process, {task name: {host: result}}) from tests/callback_plugins."""
+def run_playbook(playbook, inventory, *extra, results_dir, timeout=900, command="ansible-playbook"):
+    """Run ansible-playbook; return (process, {task name: {host: result}}) from tests/callback_plugins.
+
+    The results also hold, under "_executions", {host: {"exec": remote module executions, "local": ...}},
+    and under "_ssh_sessions", {address:port: ssh processes}, counted by callback_plugins/remote_executions.py.
+    command="ansible" runs an ad-hoc command instead (extra: its arguments).
+    """
     results = Path(results_dir) / "results.json"
+    executions = Path(results_dir) / "executions.log"
     results.unlink(missing_ok=True)
+    executions.unlink(missing_ok=True)
     env = dict(os.environ, ANSIBLE_CALLBACK_PLUGINS=str(TESTS / "callback_plugins"),
-               ANSIBLE_CALLBACKS_ENABLED="results_file", BPFOOM_RESULTS_FILE=str(results),
-               ANSIBLE_FORCE_COLOR="0")
-    process = subprocess.run(["ansible-playbook", "-i", str(inventory), str(playbook), *extra],
-                             capture_output=True, text=True, env=env, timeout=timeout, check=False)
-    return process, (json.loads(results.read_text()) if results.exists() else {})
+               ANSIBLE_CALLBACKS_ENABLED="results_file,remote_executions", BPFOOM_RESULTS_FILE=str(results),
+               BPFOOM_EXEC_LOG=str(executions), ANSIBLE_FORCE_COLOR="0", ANSIBLE_LOAD_CALLBACK_PLUGINS="1")
+    argv = [command, "-i", str(inventory), *([str(playbook)] if playbook else []), *extra]
+    process = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=timeout, check=False)
+    report = json.loads(results.read_text()) if results.exists() else {}
+    report["_executions"], report["_ssh_sessions"] = read_counts(str(executions))
+    return process, report

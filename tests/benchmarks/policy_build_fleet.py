@@ -1,10 +1,14 @@
-"""Benchmark: building the policies of a 200-host inventory (4 groups, 4 distinct policies).
+"""Benchmark: building the policies of large inventories (4 groups, 4 distinct policies).
 
-    PATH=<venv>/bin:$PATH python3 tests/benchmarks/policy_build_fleet.py [--hosts 200] [--forks 20]
+    PATH=<venv>/bin:$PATH python3 tests/benchmarks/policy_build_fleet.py [--hosts 200 1000] [--forks 20]
 
-Runs tests/compile/build_policies.yml twice against a fresh object cache, with
-clang behind a wrapper that counts its runs, and prints the clang runs and the
-wall time of each run. Target (issue 3): 4 clang runs, then 0.
+For each size, runs tests/compile/build_policies.yml (the rollout's own build
+tasks) twice against a fresh object cache, with clang behind a wrapper that
+counts its runs, and prints per run: compiles, clang starts, template renders
+(counted by tests/callback_plugins/remote_executions.py) and wall time; then
+the wall time per host across sizes. Targets (issue 9): 4 clang compiles then
+0; 4 renders per run, not one per host; wall time growing no faster than the
+host count.
 """
 
 import argparse
@@ -18,51 +22,66 @@ from pathlib import Path
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
+sys.path[:0] = [str(REPO / "tests" / "lab"), str(REPO / "tests"), str(REPO / "build" / "collections")]
 EXAMPLES = yaml.safe_load((REPO / "tests" / "policy_examples.yml").read_text())
 GROUPS = {"web": "prefer_avoid", "db": "cgroup_priority", "cache": "select_pid_unit", "edge": "prefer_avoid_strict"}
+
+from policytools import run_playbook  # noqa: E402
+
+
+def measure(hosts: int, forks: int, work: Path) -> list:
+    per_group = hosts // len(GROUPS)
+    inventory = {"all": {"vars": {"ansible_connection": "local"}, "children": {
+        group: {"hosts": {f"{group}{i}": None for i in range(1, per_group + 1)},
+                "vars": {"bpfoom_policy": EXAMPLES[example]}}
+        for group, example in GROUPS.items()}}}
+    (work / "hosts.yml").write_text(yaml.safe_dump(inventory))
+    counter = work / "clang-count"
+    wrapper = work / "clang"
+    wrapper.write_text(f"#!/bin/sh\necho run >> {counter}\nexec clang \"$@\"\n")
+    wrapper.chmod(0o755)
+    runs = []
+    for run in (1, 2):
+        start = time.monotonic()
+        process, results = run_playbook(REPO / "tests" / "compile" / "build_policies.yml", work / "hosts.yml",
+                                        "-f", str(forks), "-e", f"bpfoom_object_cache={work / 'objects'}",
+                                        "-e", f"bpfoom_clang={wrapper}", results_dir=work, timeout=3600)
+        seconds = time.monotonic() - start
+        if process.returncode != 0:
+            print(process.stdout[-3000:], process.stderr[-3000:])
+            raise SystemExit(1)
+        clang_starts = len(counter.read_text().splitlines()) if counter.exists() else 0
+        counter.unlink(missing_ok=True)
+        compile_log = work / "objects" / "clang-runs.log"
+        compiles = len(compile_log.read_text().splitlines()) if compile_log.exists() else 0
+        compile_log.unlink(missing_ok=True)
+        renders = results["_ssh_sessions"].get("render", 0)
+        print(f"{per_group * len(GROUPS):5} hosts, run {run}: {compiles} compiles, clang started {clang_starts} "
+              f"times in all (the rest: version probes), {renders} template renders, wall {seconds:.1f} s")
+        runs.append(seconds)
+    return runs
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--hosts", type=int, default=200)
+    parser.add_argument("--hosts", type=int, nargs="+", default=[200, 1000])
     parser.add_argument("--forks", type=int, default=20)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="bpfoom-build-bench-") as work:
-        work = Path(work)
-        per_group = args.hosts // len(GROUPS)
-        inventory = {"all": {"vars": {"ansible_connection": "local"}, "children": {
-            group: {"hosts": {f"{group}{i}": None for i in range(1, per_group + 1)},
-                    "vars": {"bpfoom_policy": EXAMPLES[example]}}
-            for group, example in GROUPS.items()}}}
-        (work / "hosts.yml").write_text(yaml.safe_dump(inventory))
-        counter = work / "clang-count"
-        wrapper = work / "clang"
-        wrapper.write_text(f"#!/bin/sh\necho run >> {counter}\nexec clang \"$@\"\n")
-        wrapper.chmod(0o755)
-        collections = REPO / "build" / "collections"
-        link = collections / "ansible_collections" / "bpfoom" / "fleet"
-        if not link.exists():
-            link.parent.mkdir(parents=True, exist_ok=True)
-            link.symlink_to(REPO, target_is_directory=True)
-        env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(collections))
-        for run in (1, 2):
-            start = time.monotonic()
-            result = subprocess.run(
-                ["ansible-playbook", "-i", str(work / "hosts.yml"), str(REPO / "tests/compile/build_policies.yml"),
-                 "-f", str(args.forks), "-e", f"bpfoom_object_cache={work / 'objects'}", "-e", f"bpfoom_clang={wrapper}"],
-                capture_output=True, text=True, env=env, check=False)
-            seconds = time.monotonic() - start
-            if result.returncode != 0:
-                print(result.stdout[-3000:], result.stderr[-3000:])
-                return 1
-            runs = len(counter.read_text().splitlines()) if counter.exists() else 0
-            counter.unlink(missing_ok=True)
-            compile_log = work / "objects" / "clang-runs.log"
-            compiles = len(compile_log.read_text().splitlines()) if compile_log.exists() else 0
-            compile_log.unlink(missing_ok=True)
-            print(f"run {run}: {per_group * len(GROUPS)} hosts, {len(GROUPS)} groups, forks {args.forks}: "
-                  f"{compiles} compiles, clang started {runs} times in all (the rest: version probes), "
-                  f"wall {seconds:.1f} s")
+    collections = REPO / "build" / "collections"
+    link = collections / "ansible_collections" / "bpfoom" / "fleet"
+    if not link.exists():
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(REPO, target_is_directory=True)
+    os.environ["ANSIBLE_COLLECTIONS_PATH"] = str(collections)
+    walls = {}
+    for hosts in args.hosts:
+        with tempfile.TemporaryDirectory(prefix="bpfoom-build-bench-") as work:
+            walls[hosts] = measure(hosts, args.forks, Path(work))
+    smallest = min(walls)
+    for hosts, (first, second) in sorted(walls.items()):
+        print(f"{hosts:5} hosts: {first / hosts * 1000:.1f} ms per host (first run), {second / hosts * 1000:.1f} ms "
+              f"per host (second); growth against {smallest} hosts: x{second / walls[smallest][1]:.2f} wall for "
+              f"x{hosts / smallest:.1f} hosts")
     return 0
 
 
