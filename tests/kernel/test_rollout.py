@@ -95,11 +95,16 @@ def test_rollout_applies_each_group_then_a_second_run_changes_nothing(lab, rollo
     assert "nohook1: skipped: kernel 6.12.117-unpatched has no BPF OOM hook" in outcome, outcome
 
     start = time.monotonic()
-    process, _results = playbook(rollout_lab, "rollout", bpfoom_unpatched_hosts="skip")
+    process, results = playbook(rollout_lab, "rollout", bpfoom_unpatched_hosts="skip")
     elapsed = time.monotonic() - start
     assert process.returncode == 0, process.stdout[-3000:]
     assert {host: counts["changed"] for host, counts in recap(process).items()} == \
         {"hook1": 0, "hook2": 0, "nohook1": 0}, process.stdout[-3000:]
+    # One remote execution per host (counted by tests/callback_plugins/remote_executions.py), the canary's smoke
+    # test besides; with pipelining, one SSH session per execution.
+    assert {host: counts["exec"] for host, counts in results["_executions"].items()} == \
+        {"hook1": 2, "hook2": 1, "nohook1": 1}, results["_executions"]
+    assert sorted(results["_ssh_sessions"].values()) == [1, 1, 2], results["_ssh_sessions"]
     print(f"second rollout, nothing to change: {elapsed:.0f} s for 3 hosts")
 
 
@@ -130,6 +135,8 @@ def test_verify_reports_every_host_and_fails_a_mismatch(lab, rollout_lab):
     process, _results = playbook(rollout_lab, "verify", bpfoom_unpatched_hosts="skip", bpfoom_report_file=str(report))
     assert process.returncode == 0, process.stdout[-3000:]
     rows = {row["host"]: row for row in json.loads(report.read_text())}
+    assert {host: counts["exec"] for host, counts in _results["_executions"].items()} == \
+        {"hook1": 1, "hook2": 1, "nohook1": 1}, _results["_executions"]          # read-only, one call each
     assert rows["hook1"]["attached"] and rows["hook1"]["policy_name"] == "web" and rows["hook1"]["group"] == "hook"
     assert rows["hook1"]["policy_hash"] == rows["hook1"]["expected_hash"]
     assert not rows["nohook1"]["hook"] and not rows["nohook1"]["attached"]
