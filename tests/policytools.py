@@ -49,7 +49,8 @@ def run_playbook(playbook, inventory, *extra, results_dir, timeout=900, command=
     """Run ansible-playbook; return (process, {task name: {host: result}}) from tests/callback_plugins.
 
     The results also hold, under "_executions", {host: {"exec": remote module executions, "local": ...}},
-    and under "_ssh_sessions", {address:port: ssh processes}, counted by callback_plugins/remote_executions.py.
+    under "_ssh_sessions", {address:port: ssh processes}, and under "_renders" the template renders,
+    counted by callback_plugins/remote_executions.py.
     command="ansible" runs an ad-hoc command instead (extra: its arguments).
     """
     results = Path(results_dir) / "results.json"
@@ -62,5 +63,6 @@ def run_playbook(playbook, inventory, *extra, results_dir, timeout=900, command=
     argv = [command, "-i", str(inventory), *([str(playbook)] if playbook else []), *extra]
     process = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=timeout, check=False)
     report = json.loads(results.read_text()) if results.exists() else {}
-    report["_executions"], report["_ssh_sessions"] = read_counts(str(executions))
+    counts = read_counts(str(executions))
+    report.update(_executions=counts["executions"], _ssh_sessions=counts["ssh_sessions"], _renders=counts["renders"])
     return process, report

@@ -128,6 +128,8 @@ def write_file(module, path, content, mode):
     finally:
         if os.path.exists(temporary):
             os.unlink(temporary)
+    # atomic_move gives a file that did not exist before the default mode (0666 & ~umask): set ours again.
+    os.chmod(path, mode)
 
 
 def decode_files(encoded):

@@ -55,7 +55,7 @@ def measure(hosts: int, forks: int, work: Path) -> list:
         compile_log = work / "objects" / "clang-runs.log"
         compiles = len(compile_log.read_text().splitlines()) if compile_log.exists() else 0
         compile_log.unlink(missing_ok=True)
-        renders = results["_ssh_sessions"].get("render", 0)
+        renders = results["_renders"]
         print(f"{per_group * len(GROUPS):5} hosts, run {run}: {compiles} compiles, clang started {clang_starts} "
               f"times in all (the rest: version probes), {renders} template renders, wall {seconds:.1f} s")
         runs.append(seconds)

@@ -85,18 +85,20 @@ class CallbackModule(CallbackBase):
 
 
 def read_counts(path):
-    """{host: {"exec": N remote module executions, "local": N delegated to the controller}},
-    {"ADDRESS:PORT": N ssh processes} and {"render": N template renders} from a log this callback wrote."""
-    executions, sessions = {}, {}
+    """What a log this callback wrote says: {"executions": {host: {"exec": remote module executions,
+    "local": executions delegated to the controller}}, "ssh_sessions": {"ADDRESS:PORT": ssh processes},
+    "renders": template renders}."""
+    counts = {"executions": {}, "ssh_sessions": {}, "renders": 0}
     if not os.path.exists(path):
-        return executions, sessions
+        return counts
     with open(path) as log:
         for line in log:
             fields = line.split()
             if fields[0] == "exec":
-                counts = executions.setdefault(fields[1], {"exec": 0, "local": 0})
-                counts["local" if fields[3] == "local" else "exec"] += 1
-            elif fields[0] in ("ssh", "render"):
-                key = fields[1] if fields[0] == "ssh" else "render"
-                sessions[key] = sessions.get(key, 0) + 1
-    return executions, sessions
+                host = counts["executions"].setdefault(fields[1], {"exec": 0, "local": 0})
+                host["local" if fields[3] == "local" else "exec"] += 1
+            elif fields[0] == "ssh":
+                counts["ssh_sessions"][fields[1]] = counts["ssh_sessions"].get(fields[1], 0) + 1
+            elif fields[0] == "render":
+                counts["renders"] += 1
+    return counts

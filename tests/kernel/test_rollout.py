@@ -105,6 +105,7 @@ def test_rollout_applies_each_group_then_a_second_run_changes_nothing(lab, rollo
     assert {host: counts["exec"] for host, counts in results["_executions"].items()} == \
         {"hook1": 2, "hook2": 1, "nohook1": 1}, results["_executions"]
     assert sorted(results["_ssh_sessions"].values()) == [1, 1, 2], results["_ssh_sessions"]
+    assert results["_renders"] == 2                                      # web and legacy, once each
     print(f"second rollout, nothing to change: {elapsed:.0f} s for 3 hosts")
 
 

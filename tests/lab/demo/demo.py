@@ -15,7 +15,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "build" / "collections"))   # make collection-link
 
+from ansible_collections.bpfoom.fleet.plugins.filter.aligned_table import aligned_table  # noqa: E402
 from fleetlab import common, fleet  # noqa: E402
 
 DEMO = Path(__file__).resolve().parent
@@ -44,13 +46,10 @@ def playbook(name, inventory_dir, *extra):
 
 def table(rows):
     header = ("HOST", "GROUP", "KERNEL HOOK", "POLICY", "ATTACHED", "SMOKE VICTIM", "EXPECTED")
-    lines = [header] + [(
-        row["host"], row["group"], "yes" if row["hook"] else "no", row["policy_name"] or "-",
-        "yes" if row["attached"] else "no", row["smoke_victim"] or "-",
-        (row["smoke_expected"] or "-") if row["hook"] else "-") for row in rows]
-    widths = [max(len(str(line[column])) for line in lines) for column in range(len(header))]
-    return "\n".join("  ".join(str(cell).ljust(width) for cell, width in zip(line, widths)).rstrip()
-                     for line in lines)
+    return "\n".join(aligned_table([(
+        row["host"], row["group"], "yes" if row["hook"] else "no", row["policy_name"],
+        "yes" if row["attached"] else "no", row["smoke_victim"],
+        row["smoke_expected"] if row["hook"] else None) for row in rows], header))
 
 
 def main():

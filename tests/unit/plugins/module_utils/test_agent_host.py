@@ -29,7 +29,11 @@ class FakeModule:
 
     @staticmethod
     def atomic_move(source, destination):
+        """As AnsibleModule.atomic_move does: a new destination gets 0666 & ~umask, whatever the source had."""
+        existed = os.path.exists(destination)
         os.replace(source, destination)
+        if not existed:
+            os.chmod(destination, 0o644)
 
     def fail_json(self, **result):
         raise AssertionError(result)
