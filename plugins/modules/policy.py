@@ -315,10 +315,12 @@ def main():
             module.fail_json(msg=f"after the change, the kernel reports {describe(after).strip()!r}, "
                                  f"expected {describe(wanted).strip()!r}", **result)
     target = wanted if module.check_mode else policy_identity(status)
-    attached = next((p for p in (status or {}).get("policies", []) if p["managed"] and p["attached"]), None)
+    # In check mode, a policy that would be replaced says nothing about the one that would run.
+    attached = None if module.check_mode and policy_changed else \
+        next((p for p in (status or {}).get("policies", []) if p["managed"] and p["attached"]), None)
     result.update(policy_name=(target or {}).get("policy_name"), policy_hash=(target or {}).get("policy_hash"),
-                  links=attached["links"] if attached and not (module.check_mode and policy_changed) else [],
-                  evaluations=(attached or {}).get("evaluations"), selections=(attached or {}).get("selections"))
+                  links=(attached or {}).get("links", []), evaluations=(attached or {}).get("evaluations"),
+                  selections=(attached or {}).get("selections"))
     module.exit_json(**result)
 
 

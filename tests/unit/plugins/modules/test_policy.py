@@ -136,6 +136,7 @@ def test_check_mode_predicts_the_swap_and_runs_only_status(capsys, host):
     host.agent = FakeAgent(attached=WEB)
     result = run(capsys, present(WEB_NEXT), check=True, diff=True)
     assert result["changed"] and result["policy_name"] == "web_next" and result["previous"] == WEB
+    assert result["links"] == [] and result["evaluations"] is None      # nothing of the policy it would replace
     assert result["diff"]["before"].startswith("policy_name: web\n")
     assert result["diff"]["after"].startswith("policy_name: web_next\n")
     assert host.agent.commands == ["status"] and FakeAgentHost.check_modes == [True]
