@@ -13,7 +13,6 @@ host count.
 
 import argparse
 import os
-import subprocess
 import sys
 import tempfile
 import time
