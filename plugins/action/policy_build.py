@@ -36,7 +36,7 @@ class ActionModule(ActionBase):
         except policy_compile.CompileError as error:
             raise AnsibleActionFail(f"{host}: {error}") from None
         source = built.pop("source_text")
-        cache_dir = os.path.expanduser(args["cache_dir"] or policy_compile.default_cache_dir())
+        cache_dir = policy_compile.resolve_cache_dir(args["cache_dir"])
         if self._task.diff:
             result["diff"] = {"before": self._previous_source(cache_dir, built["policy_name"]), "after": source,
                               "before_header": f"policy {built['policy_name']}: source built before",

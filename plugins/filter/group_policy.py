@@ -12,13 +12,8 @@ import yaml
 from ansible.errors import AnsibleFilterError
 
 
-def group_policy(group_policies, group_names, fallback=None, fallback_group=None):
-    """{"group": ..., "policy": ...} for a host in group_names.
-
-    group_policies maps a group to a policy spec (a dict, or YAML text as an AWX
-    survey gives it); fallback is the host's own bpfoom_policy (group_vars),
-    used when none of its groups is in the map.
-    """
+def _policy_map(group_policies):
+    """bpfoom_group_policies as a dict: given as one, or as YAML text as an AWX survey gives it."""
     if isinstance(group_policies, str):
         try:
             group_policies = yaml.safe_load(group_policies) if group_policies.strip() else {}
@@ -28,6 +23,17 @@ def group_policy(group_policies, group_names, fallback=None, fallback_group=None
     if not isinstance(group_policies, dict):
         raise AnsibleFilterError("bpfoom_group_policies must map group names to policies, "
                                  f"got {type(group_policies).__name__}")
+    return group_policies
+
+
+def group_policy(group_policies, group_names, fallback=None, fallback_group=None):
+    """{"group": ..., "policy": ...} for a host in group_names.
+
+    group_policies maps a group to a policy spec (a dict, or YAML text as an AWX
+    survey gives it); fallback is the host's own bpfoom_policy (group_vars),
+    used when none of its groups is in the map.
+    """
+    group_policies = _policy_map(group_policies)
     matches = [(group, group_policies[group]) for group in group_names if group in group_policies]
     if len({json.dumps(policy, sort_keys=True, default=str) for _group, policy in matches}) > 1:
         raise AnsibleFilterError(f"the host is in groups {[g for g, _p in matches]} of bpfoom_group_policies "
@@ -57,10 +63,14 @@ def fleet_plan(hosts, hostvars, group_policies=None):
     """
     plan = {"hosts": {}, "policies": [], "without_policy": []}
     seen = {}
+    group_policies = _policy_map(group_policies)         # survey text parsed once, not once per host
     for host in hosts:
         variables = hostvars[host]
-        wanted = group_policy(group_policies, list(variables.get("group_names", [])),
-                              _plain(variables.get("bpfoom_policy")), variables.get("bpfoom_group"))
+        try:
+            wanted = group_policy(group_policies, list(variables.get("group_names", [])),
+                                  _plain(variables.get("bpfoom_policy")), variables.get("bpfoom_group"))
+        except AnsibleFilterError as error:
+            raise AnsibleFilterError(f"{host}: {error.message}") from None
         index = None
         if wanted["policy"] is None:
             plan["without_policy"].append(host)

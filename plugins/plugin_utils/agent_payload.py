@@ -55,7 +55,10 @@ def agent_files(action, task_vars, options):
 def run_with_agent(action, task_vars, module_name, args):
     """Run module_name on the host with the agent's files in its arguments; a failure names the host first."""
     host = task_vars.get("inventory_hostname", "the host")
-    args = dict(args, agent=agent_options(args.get("agent")))
+    try:
+        args = dict(args, agent=agent_options(args.get("agent")))
+    except AnsibleActionFail as error:
+        raise AnsibleActionFail(f"{host}: {error.message}") from None
     args["agent_files"] = agent_files(action, task_vars, args["agent"])
     return host_named(host, action._execute_module(module_name=module_name, module_args=args, task_vars=task_vars))
 

@@ -37,6 +37,11 @@ def default_cache_dir() -> str:
     return os.path.join(os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "bpfoom", "objects")
 
 
+def resolve_cache_dir(cache_dir: str = None) -> str:
+    """The object cache a task names (cache_dir, ~ expanded), or the default one."""
+    return os.path.expanduser(cache_dir or default_cache_dir())
+
+
 def toolchain(clang: str = "clang", cache_dir: str = None, remember: bool = True) -> dict:
     """Find clang and libbpf's headers, or fail once, naming the packages to install.
 
@@ -147,7 +152,7 @@ def build_policy(policy: dict, cache_dir: str = None, clang: str = "clang", chec
     spec = policy_catalog.validate(policy)
     source, policy_hash = policy_catalog.render(spec)
     manifest = policy_catalog.manifest(spec, policy_hash)
-    cache_dir = os.path.expanduser(cache_dir or default_cache_dir())
+    cache_dir = resolve_cache_dir(cache_dir)
     tools = toolchain(clang, cache_dir, remember=not check_mode)
     key = cache_key(source, tools)
     cached = lookup(cache_dir, key)

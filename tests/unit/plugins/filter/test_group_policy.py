@@ -3,7 +3,8 @@
 import pytest
 
 from ansible.errors import AnsibleFilterError
-from ansible_collections.bpfoom.fleet.plugins.filter.group_policy import group_policy
+from ansible_collections.bpfoom.fleet.plugins.filter.aligned_table import aligned_table
+from ansible_collections.bpfoom.fleet.plugins.filter.group_policy import fleet_plan, group_policy
 
 WEB = {"name": "web", "template": "prefer_avoid"}
 DB = {"name": "db", "template": "cgroup_priority"}
@@ -40,7 +41,6 @@ def test_bad_survey_text_is_refused(bad):
 
 
 def test_fleet_plan_lists_each_distinct_policy_once():
-    from ansible_collections.bpfoom.fleet.plugins.filter.group_policy import fleet_plan
     web, db = {"name": "web", "template": "prefer_avoid"}, {"name": "db", "template": "cgroup_priority"}
     hostvars = {f"web{i}": {"group_names": ["web"], "bpfoom_policy": dict(web)} for i in range(1, 201)}
     hostvars.update({"db1": {"group_names": ["db"], "bpfoom_policy": db}, "stray": {"group_names": []}})
@@ -52,6 +52,12 @@ def test_fleet_plan_lists_each_distinct_policy_once():
 
 
 def test_aligned_table_fits_the_widest_cell():
-    from ansible_collections.bpfoom.fleet.plugins.filter.aligned_table import aligned_table
     lines = aligned_table([["a-very-long-host-name", "web,db"], ["h2", None]], ["HOST", "GROUP"])
     assert lines == ["HOST                   GROUP", "a-very-long-host-name  web,db", "h2                     -"]
+
+
+def test_fleet_plan_names_the_host_in_two_groups_with_different_policies():
+    hostvars = {"web1": {"group_names": ["web"]}, "both1": {"group_names": ["web", "db"]}}
+    survey = "web: {name: web}\ndb: {name: db}\n"            # YAML text, as an AWX survey gives it
+    with pytest.raises(AnsibleFilterError, match=r"^both1: the host is in groups \['web', 'db'\]"):
+        fleet_plan(list(hostvars), hostvars, survey)
