@@ -61,8 +61,9 @@ options:
         default: kernel
       strict:
         description:
-          - Only for C(prefer_avoid). When true, avoided tasks are never victims, even if that leaves an
-            OOM without a victim (a global OOM then panics the kernel). Leave false unless you mean it.
+          - Only for C(prefer_avoid). When true, avoided tasks are never the victim of a memcg OOM, even if
+            that leaves it without a victim (the charge fails). In a global OOM they rank below every other
+            task but stay eligible, so a global OOM always has a victim (C(docs/policies.md)).
         type: bool
         default: false
       smoke:

@@ -83,6 +83,8 @@ def unpatched_host(_unpatched):
 class LabHost:
     """One lab host as the kernel tests use it."""
 
+    guest_dir = GUEST_DIR           # the scenario tools (memhog, oom_scenario.py, ...) on the host
+
     def __init__(self, host):
         self.host = host
         self.name = host["name"]

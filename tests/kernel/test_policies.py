@@ -6,8 +6,12 @@ agent's own loader, bpfoomctl. Scenario: hog_a 60 MiB, hog_b 10 MiB, hog_c
 (the trigger) 28 MiB in a 96 MiB memcg; left alone, the kernel kills hog_a.
 """
 
+import re
+import time
+
 import pytest
 
+from fleetlab import fleet
 from policytools import build_policy
 
 pytestmark = pytest.mark.lab
@@ -102,3 +106,30 @@ def test_each_selection_becomes_a_journal_entry(agent_host, policy_cache):
     assert "BPFOOM_POLICY_NAME=prefer_b" in journal
     assert "BPFOOM_VICTIM_COMM=hog_b" in journal
     assert "BPFOOM_DISPLACED_COMM=hog_a" in journal
+
+
+def test_strict_avoid_of_everything_still_has_a_victim_in_a_global_oom(agent_host, policy_cache):
+    """Issue 10: strict avoiding every unit and slice used to panic the host on a global OOM
+    ("System is deadlocked on memory"). Now the avoided tasks rank last but stay eligible: the
+    kernel kills the hog, the host keeps answering SSH, and its report names the policy."""
+    apply(agent_host, policy_cache, {"name": "strict_every", "template": "prefer_avoid", "strict": True,
+                                     "params": {"avoid": {"cgroup": ["system.slice", "user.slice", "init.scope"]}}})
+    # All of the host's memory but 16 MiB, in one process outside any memcg limit: a global OOM
+    # (within overcommit's heuristic limit, so the mmap itself is allowed).
+    hog = agent_host.run(
+        "dmesg -C; total=$(awk '/MemTotal/ {print int($2 / 1024)}' /proc/meminfo); "
+        f"timeout 300 {agent_host.guest_dir}/memhog global_hog $((total - 16)); echo exit=$?", check=False, timeout=400)
+    assert "exit=137" in hog.stdout, hog                    # SIGKILL: the OOM killer's
+    # sshd may reset the first connection while the kernel still reclaims: a minute to answer.
+    deadline = time.monotonic() + 60
+    while not fleet.ssh_ready(agent_host.host):
+        assert time.monotonic() < deadline, "the host no longer answers SSH after the global OOM"
+        time.sleep(2)
+    kernel_log = agent_host.run("dmesg").stdout
+    assert "System is deadlocked on memory" not in kernel_log
+    reports = [line for line in kernel_log.splitlines() if "invoked oom-killer" in line]
+    assert reports and all("policy_name=strict_every" in line for line in reports), kernel_log
+    assert "constraint=CONSTRAINT_NONE" in kernel_log, kernel_log    # global, not a memcg OOM
+    killed = re.findall(r"Killed process \d+ \((\S+)\)", kernel_log)
+    assert killed == ["global_hog"], kernel_log
+    assert agent_host.bpfoomctl("status")["attached_policy"]["policy_name"] == "strict_every"
