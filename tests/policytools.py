@@ -7,8 +7,11 @@ where a test or benchmark drives bpfoomctl without Ansible.
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import tempfile
+import threading
 from pathlib import Path
 
 import yaml
@@ -45,24 +48,50 @@ def build_policy(policy: dict, cache_dir) -> Path:
     return Path(cache_dir) / built["key"]
 
 
-def run_playbook(playbook, inventory, *extra, results_dir, timeout=900, command="ansible-playbook"):
+def run_playbook(playbook, inventory, *extra, results_dir, timeout=900, command="ansible-playbook", during=None):
     """Run ansible-playbook; return (process, {task name: {host: result}}) from tests/callback_plugins.
 
     The results also hold, under "_executions", {host: {"exec": remote module executions, "local": ...}},
     under "_ssh_sessions", {address:port: ssh processes}, and under "_renders" the template renders,
     counted by callback_plugins/remote_executions.py.
     command="ansible" runs an ad-hoc command instead (extra: its arguments).
+    during=(text, action): call action(process) once the output has a line containing text (a fault to
+    inject into the run: a power cycle, a Ctrl-C); the run has its own process group, as a terminal's job.
     """
     results = Path(results_dir) / "results.json"
     executions = Path(results_dir) / "executions.log"
     results.unlink(missing_ok=True)
     executions.unlink(missing_ok=True)
     env = dict(os.environ, ANSIBLE_CALLBACK_PLUGINS=str(TESTS / "callback_plugins"),
-               ANSIBLE_CALLBACKS_ENABLED="results_file,remote_executions", BPFOOM_RESULTS_FILE=str(results),
+               ANSIBLE_CALLBACKS_ENABLED="results_file,remote_executions,bpfoom.fleet.rollout_report",
+               BPFOOM_RESULTS_FILE=str(results),
                BPFOOM_EXEC_LOG=str(executions), ANSIBLE_FORCE_COLOR="0", ANSIBLE_LOAD_CALLBACK_PLUGINS="1")
     argv = [command, "-i", str(inventory), *([str(playbook)] if playbook else []), *extra]
-    process = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=timeout, check=False)
+    if during is None:
+        process = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=timeout, check=False)
+    else:
+        process = _run_with_fault(argv, env, timeout, *during)
     report = json.loads(results.read_text()) if results.exists() else {}
     counts = read_counts(str(executions))
     report.update(_executions=counts["executions"], _ssh_sessions=counts["ssh_sessions"], _renders=counts["renders"])
     return process, report
+
+
+def _run_with_fault(argv, env, timeout, text, action):
+    with tempfile.TemporaryFile("w+") as stderr, \
+            subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=stderr, text=True, env=env,
+                             start_new_session=True) as running:
+        timer = threading.Timer(timeout, os.killpg, (running.pid, signal.SIGKILL))
+        timer.start()
+        lines, acted = [], False
+        try:
+            for line in running.stdout:
+                lines.append(line)
+                if not acted and text in line:
+                    acted = True
+                    action(running)
+            running.wait()
+        finally:
+            timer.cancel()
+        stderr.seek(0)
+        return subprocess.CompletedProcess(argv, running.returncode, "".join(lines), stderr.read())

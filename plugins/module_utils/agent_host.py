@@ -164,8 +164,9 @@ class AgentHost:
             "unit_changed": "bpfoom.service" in changed,
             "enable": not enabled,
             "start": not active,
-            # A new program is picked up by a restart; a restart keeps the policy attached.
-            "restart": active and bool(set(changed) & {"bpfoomctl.py", "bpfoomctl"}),
+            # A new program, or a new unit (its sandbox), is picked up by a restart; a restart keeps the
+            # policy attached.
+            "restart": active and bool(set(changed) & {"bpfoomctl.py", "bpfoomctl", "bpfoom.service"}),
             "mount_bpffs": not bpffs_mounted(),
         }
 

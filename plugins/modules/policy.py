@@ -239,7 +239,9 @@ def needs_change(params, status, before, wanted):
         return desired is not None or any(p["managed"] for p in (status or {}).get("policies", []))
     if params["rollback_from"] and wanted == before:
         return False                        # not on the policy to leave
-    return (before or {}).get("policy_hash") != wanted["policy_hash"] or desired != wanted["policy_hash"]
+    # A damaged stored copy of the wanted policy is a change too: the apply stores it again, or boot would refuse it.
+    return (before or {}).get("policy_hash") != wanted["policy_hash"] or desired != wanted["policy_hash"] \
+        or bool((status or {}).get("desired_problem"))
 
 
 def stage_policy(module, manifest, encoded_object):
@@ -302,12 +304,20 @@ def main():
         elif params["rollback_from"]:
             done = run_bpfoomctl(module, "rollback", result=result)
         else:
-            staged = stage_policy(module, params["manifest"], params["policy_object"])
+            try:
+                staged = stage_policy(module, params["manifest"], params["policy_object"])
+            except OSError as error:
+                shutil.rmtree(os.path.join(INCOMING, params["manifest"]["hash"]), ignore_errors=True)
+                module.fail_json(msg=f"cannot write {error.filename}: {error.strerror}; nothing was changed (the "
+                                     f"running policy is as before): free space in {STATE_DIR} and apply again",
+                                 **result)
             try:
                 done = run_bpfoomctl(module, "apply", staged, result=result)
             finally:
                 shutil.rmtree(staged, ignore_errors=True)
         result["notes"] = done.get("notes", [])
+        if status.get("desired_problem") and params["state"] == "present":
+            result["notes"].append(f"the agent's stored copy was damaged ({status['desired_problem']}): stored again")
         # The kernel's view, read anew: what the agent says it did is not the proof.
         status = run_bpfoomctl(module, "status", result=result)
         after = policy_identity(status)

@@ -217,6 +217,112 @@ def test_the_running_agent_logs_each_selection(lab, agent_lab, hook2_host):
     assert "BPFOOM_POLICY_NAME=prefer_b" in journal and "BPFOOM_VICTIM_COMM=hog_b" in journal
 
 
+def agent_holds_its_pins(host, timeout=10):
+    """Wait until the running agent holds its pin directory open (its loop polls every 2 s)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        fds = fleet.run_on(host, "ls -l /proc/$(systemctl show -p MainPID --value bpfoom.service)/fd", check=False)
+        if "/sys/fs/bpf/bpfoom" in fds.stdout:
+            return True
+        time.sleep(0.5)
+    return False
+
+
+def policies(status):
+    return [(p["policy_name"], p["managed"], p["pinned"]) for p in status["policies"]]
+
+
+def test_bpffs_unmounted_under_a_running_policy_keeps_it_and_its_pins_come_back(lab, agent_lab, hook2_host):
+    host = lab["hook2"]
+    play(agent_lab, "apply_policy.yml", "hook2", policy=PREFER_B)
+    assert agent_holds_its_pins(host)
+    refused = fleet.run_on(host, "umount /sys/fs/bpf", check=False)
+    assert refused.returncode != 0 and "target is busy" in refused.stderr, refused
+    fleet.run_on(host, "umount -l /sys/fs/bpf")                    # a lazy unmount cannot be refused
+    status = bpfoomctl(host, "status")
+    assert not status["bpffs"] and status["attached_policy"]["policy_name"] == "prefer_b", status
+    assert policies(status) == [("prefer_b", True, False)], status
+    # The kernel still runs it: its victim, not the kernel's largest.
+    assert hook2_host.oom(96, [("hog_a", 60), ("hog_b", 10), ("hog_c", 28)])["victim"] == "hog_b"
+    # The next apply mounts bpffs; the agent moves its pins there. One policy, pinned, and then no change.
+    process, _results = play(agent_lab, "apply_policy.yml", "hook2", policy=PREFER_B)
+    assert process.returncode == 0, process.stdout[-2000:]
+    for _attempt in range(20):
+        status = bpfoomctl(host, "status")
+        if policies(status) == [("prefer_b", True, True)]:
+            break
+        time.sleep(0.5)
+    assert status["bpffs"] and policies(status) == [("prefer_b", True, True)], status
+    process, _results = play(agent_lab, "apply_policy.yml", "hook2", policy=PREFER_B)
+    assert process.returncode == 0 and changed_count(process) == 0, process.stdout[-2000:]
+
+
+def test_a_damaged_store_is_refused_naming_the_file_and_the_running_policy_stays(lab, agent_lab):
+    host = lab["hook2"]
+    play(agent_lab, "apply_policy.yml", "hook2", policy=PREFER_B)
+    play(agent_lab, "apply_policy.yml", "hook2", policy=PREFER_C)
+    status = bpfoomctl(host, "status")
+    stored_c = f"/var/lib/bpfoom/policies/{status['desired_hash']}/policy.bpf.o"
+    stored_b = f"/var/lib/bpfoom/policies/{status['rollback_target']['policy_hash']}/policy.bpf.o"
+    fleet.run_on(host, f"printf x >> {stored_c}; printf x >> {stored_b}")
+    # What a reload (and a boot) re-applies: refused, naming the file; the running policy stays.
+    assert fleet.run_on(host, "systemctl reload bpfoom.service", check=False).returncode != 0
+    journal = fleet.run_on(host, "journalctl -u bpfoom.service -n 30 --no-pager").stdout
+    assert f"{stored_c} has sha256" in journal and "its manifest says" in journal, journal
+    status = bpfoomctl(host, "status")
+    assert status["attached_policy"]["policy_name"] == "prefer_c"
+    assert status["desired_problem"].startswith(f"{stored_c} has sha256"), status
+    # A rollback to a damaged copy: refused the same way.
+    rollback = fleet.run_on(host, "bpfoomctl rollback", check=False)
+    assert rollback.returncode == 5 and f"{stored_b} has sha256" in json.loads(rollback.stdout)["msg"], rollback
+    assert bpfoomctl(host, "status")["attached_policy"]["policy_name"] == "prefer_c"
+    # The next apply of the same policy stores it again: boot would find it whole.
+    process, results = play(agent_lab, "apply_policy.yml", "hook2", policy=PREFER_C)
+    assert process.returncode == 0 and results["Run the policy"]["hook2"]["changed"], process.stdout[-2000:]
+    assert any("stored again" in note for note in results["Run the policy"]["hook2"]["notes"]), results
+    assert bpfoomctl(host, "status")["desired_problem"] is None
+    play(agent_lab, "apply_policy.yml", "hook2", policy=PREFER_B)        # stores prefer_b again
+
+
+def test_a_full_state_directory_fails_the_apply_and_changes_nothing(lab, agent_lab):
+    """/var/lib/bpfoom on a full 1 MiB tmpfs: the apply fails saying so, prefer_b runs on, what boot
+    re-applies is unchanged; once there is room, the same apply converges."""
+    host = lab["hook2"]
+    play(agent_lab, "apply_policy.yml", "hook2", policy=PREFER_B)
+    before = bpfoomctl(host, "status")
+    entry_c = build_policy(PREFER_C, agent_lab["cache"])
+    fleet.run_on(host, "install -d -m 0700 /root/staged-c")
+    for name in ("policy.bpf.o", "manifest.json"):
+        fleet.copy_to(host, entry_c / name, f"/root/staged-c/{name}")
+    fleet.run_on(host, "rm -rf /root/bpfoom-state && cp -a /var/lib/bpfoom /root/bpfoom-state && "
+                       "mount -t tmpfs -o size=1m,mode=0700 bpfoom-full /var/lib/bpfoom && "
+                       "cp -a /root/bpfoom-state/. /var/lib/bpfoom/ && "
+                       "(dd if=/dev/zero of=/var/lib/bpfoom/filler bs=4k 2>/dev/null; true)")
+    try:
+        process, results = play(agent_lab, "apply_policy.yml", "hook2", policy=PREFER_C)
+        assert process.returncode != 0
+        message = results["Run the policy"]["hook2"]["msg"]
+        assert "No space left on device" in message and "nothing was changed" in message, message
+        # The agent itself, given the policy from elsewhere: its store cannot take the copy.
+        agent = fleet.run_on(host, "bpfoomctl apply /root/staged-c", check=False)
+        assert agent.returncode == 8, agent
+        assert "No space left on device" in json.loads(agent.stdout)["msg"], agent.stdout
+        after = bpfoomctl(host, "status")
+        assert after["attached_policy"] == before["attached_policy"] and after["desired_hash"] == before["desired_hash"]
+        assert after["desired_problem"] is None and len([p for p in after["policies"] if p["attached"]]) == 1
+        assert fleet.run_on(host, "ls /var/lib/bpfoom/policies").stdout.split() == \
+            fleet.run_on(host, "ls /root/bpfoom-state/policies").stdout.split()          # no half-written copy
+        fleet.run_on(host, "rm /var/lib/bpfoom/filler")
+        process, _results = play(agent_lab, "apply_policy.yml", "hook2", policy=PREFER_C)
+        assert process.returncode == 0, process.stdout[-2000:]
+        assert bpfoomctl(host, "status")["attached_policy"]["policy_name"] == "prefer_c"
+    finally:
+        fleet.run_on(host, "umount /var/lib/bpfoom", check=False)
+    # Back on the disk's state directory: the same apply records prefer_c there too.
+    process, _results = play(agent_lab, "apply_policy.yml", "hook2", policy=PREFER_C)
+    assert process.returncode == 0 and bpfoomctl(host, "status")["desired_problem"] is None
+
+
 def test_stop_detaches_and_start_reapplies(lab, agent_lab):
     host = lab["hook2"]
     play(agent_lab, "apply_policy.yml", "hook2", policy=PREFER_B)

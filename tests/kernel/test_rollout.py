@@ -11,7 +11,12 @@ run, a kernel without the hook, verify, rollback and detach.
 """
 
 import json
+import os
 import re
+import shutil
+import signal
+import socket
+import threading
 import time
 
 import pytest
@@ -40,9 +45,18 @@ def rollout_lab(lab, tmp_path_factory):
     return {"work": work, "inventory": inventory}
 
 
-def playbook(rollout_lab, name, *options, **extra_vars):
-    return run_playbook(f"bpfoom.fleet.{name}", rollout_lab["inventory"], *options, "-e", json.dumps(extra_vars),
-                        results_dir=rollout_lab["work"], timeout=1200)
+def playbook(rollout_lab, name, *options, during=None, inventory=None, **extra_vars):
+    return run_playbook(f"bpfoom.fleet.{name}", inventory or rollout_lab["inventory"], *options,
+                        "-e", json.dumps(extra_vars), results_dir=rollout_lab["work"], timeout=1200, during=during)
+
+
+def rollout(rollout_lab, *options, **extra_vars):
+    """Run the rollout playbook; return (process, results, {host: its row of the rollout's JSON report})."""
+    report = rollout_lab["work"] / "rollout-report.json"
+    report.unlink(missing_ok=True)
+    process, results = playbook(rollout_lab, "rollout", *options, bpfoom_report_file=str(report), **extra_vars)
+    rows = {row["host"]: row for row in json.loads(report.read_text())} if report.exists() else {}
+    return process, results, rows
 
 
 def recap(process):
@@ -55,10 +69,49 @@ def recap(process):
     return hosts
 
 
-def stop_message(results):
-    """{host: message} of the rollout's rescue, up to its advice on batches."""
-    stopped = results.get("Stop the rollout, naming the host and the reason", {})
-    return {host: result["msg"].split(" (a batch with")[0] for host, result in stopped.items()}
+def shown(process, rows):
+    """The report as the playbook printed it: each host's line of the table, as {host: line}."""
+    lines = {}
+    for line in process.stdout.splitlines():
+        words = line.strip().strip('",').split()
+        if words and words[0] in rows and len(words) > 4:
+            lines[words[0]] = line
+    return lines
+
+
+def outcomes(rows):
+    return {host: (row["outcome"], row["step"]) for host, row in rows.items()}
+
+
+def recap_lines(process):
+    return "\n".join(line for line in process.stdout.splitlines() if " : ok=" in line)
+
+
+def free_port():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def wait_for_apply(host, timeout):
+    """Poll the host until bpfoomctl apply runs there (True), or give up after timeout seconds (False)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        # The bpfoomctl command runs python3 -c '...main(sys.argv))' apply DIR.
+        if fleet.run_on(host, r"pgrep -f 'sys.argv\)\) apply '", check=False, timeout=10).returncode == 0:
+            return True
+    return False
+
+
+def wait_for_policy(host, timeout=60):
+    """The policy a host's agent attached once its service settled after a boot."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        state = fleet.run_on(host, "systemctl is-active bpfoom.service", check=False).stdout.strip()
+        if state in ("active", "failed"):
+            break
+        time.sleep(1)
+    return attached(host)
 
 
 def attached(host):
@@ -70,38 +123,51 @@ def attached(host):
     return policy and policy["policy_name"]
 
 
-def test_a_failed_canary_smoke_test_stops_the_rollout(lab, rollout_lab):
-    """The canary's smoke test expects the wrong victim: hook1 stops the rollout, hook2 stays as it was."""
+def test_a_failed_canary_smoke_test_stops_the_rollout_with_its_report(lab, rollout_lab):
+    """The canary's smoke test expects the wrong victim: hook1 stops the rollout, the others stay as they were."""
     before = {name: attached(lab[name]) for name in ("hook2", "nohook1")}
     wrong = dict(WEB, smoke=dict(WEB["smoke"], expect_victim="web-server"))
-    process, results = playbook(rollout_lab, "rollout", bpfoom_group_policies={"hook": wrong})
+    process, results, rows = rollout(rollout_lab, bpfoom_group_policies={"hook": wrong})
     assert process.returncode != 0, process.stdout[-3000:]
-    assert stop_message(results) == {"hook1": (
-        'hook1: rollout stopped at "Provoke a contained memcg OOM and check the victim": smoke test failed: '
-        "the kernel killed report-gen, the policy should have picked web-server")}, process.stdout[-3000:]
-    # Only the canary's batch ran: the other hosts were built for, never reached.
-    assert list(results[APPLY]) == ["hook1"]
+    assert outcomes(rows) == {"hook1": ("failed", "Provoke a contained memcg OOM and check the victim"),
+                              "hook2": ("not reached", None), "nohook1": ("not reached", None)}, rows
+    assert rows["hook1"]["detail"] == \
+        "smoke test failed: the kernel killed report-gen, the policy should have picked web-server", rows
+    assert rows["hook2"]["detail"] == "the rollout stopped after hook1 failed"
+    # What each host runs now, read from its kernel, failed and not reached alike.
+    assert rows["hook1"]["runs_now"] == attached(lab["hook1"])
+    assert rows["hook2"]["runs_now"] == (before["hook2"] or "none") and rows["nohook1"]["runs_now"] == "none (no hook)"
+    assert set(shown(process, rows)) == {"hook1", "hook2", "nohook1"}, process.stdout[-3000:]
+    assert "1 failed, 2 not reached" in process.stdout
+    assert "ROLLOUT STOPPED BEFORE ITS REPORT" not in process.stdout         # the playbook's own report ran
+    # Only the canary's batch ran: the other hosts were only read by the report (one execution each).
+    assert {host: counts["exec"] for host, counts in results["_executions"].items()} == \
+        {"hook1": 3, "hook2": 1, "nohook1": 1}, results["_executions"]          # hook1: apply, smoke, read
     assert {name: attached(lab[name]) for name in ("hook2", "nohook1")} == before
 
 
 def test_rollout_applies_each_group_then_a_second_run_changes_nothing(lab, rollout_lab):
-    process, results = playbook(rollout_lab, "rollout", bpfoom_unpatched_hosts="skip")
+    process, results, rows = rollout(rollout_lab, bpfoom_unpatched_hosts="skip")
     assert process.returncode == 0, process.stdout[-3000:]
     assert attached(lab["hook1"]) == "web" and attached(lab["hook2"]) == "web"
     smoke = results["Provoke a contained memcg OOM and check the victim"]
     assert list(smoke) == ["hook1"] and smoke["hook1"]["victim"] == "report-gen", smoke
     assert smoke["hook1"]["policy_name"] == "web"
-    outcome = results["Show each host's outcome"]["hook1"]["msg"]
-    assert "nohook1: skipped: kernel 6.12.117-unpatched has no BPF OOM hook" in outcome, outcome
+    assert {host: row["outcome"] for host, row in rows.items()} == \
+        {"hook1": "done", "hook2": "done", "nohook1": "skipped"}, rows
+    assert rows["hook1"]["detail"].endswith(", canary smoke victim report-gen"), rows
+    assert rows["nohook1"]["detail"] == "kernel 6.12.117-unpatched has no BPF OOM hook"
+    assert rows["hook2"]["runs_now"] == "web" and rows["hook2"]["policy_hash"] == results[APPLY]["hook2"]["policy_hash"]
 
     start = time.monotonic()
-    process, results = playbook(rollout_lab, "rollout", bpfoom_unpatched_hosts="skip")
+    process, results, rows = rollout(rollout_lab, bpfoom_unpatched_hosts="skip")
     elapsed = time.monotonic() - start
     assert process.returncode == 0, process.stdout[-3000:]
     assert {host: counts["changed"] for host, counts in recap(process).items()} == \
         {"hook1": 0, "hook2": 0, "nohook1": 0}, process.stdout[-3000:]
+    assert rows["hook2"]["detail"] == "already running", rows
     # One remote execution per host (counted by tests/callback_plugins/remote_executions.py), the canary's smoke
-    # test besides; with pipelining, one SSH session per execution.
+    # test besides; with pipelining, one SSH session per execution. The report reads nothing again.
     assert {host: counts["exec"] for host, counts in results["_executions"].items()} == \
         {"hook1": 2, "hook2": 1, "nohook1": 1}, results["_executions"]
     assert sorted(results["_ssh_sessions"].values()) == [1, 1, 2], results["_ssh_sessions"]
@@ -111,24 +177,103 @@ def test_rollout_applies_each_group_then_a_second_run_changes_nothing(lab, rollo
 
 def test_check_mode_predicts_the_swap_and_changes_nothing(lab, rollout_lab):
     newer = dict(WEB, name="web_next", params=dict(WEB["params"], prefer={"comm_prefix": ["report-", "batch-"]}))
-    process, results = playbook(rollout_lab, "rollout", "--check", "--diff", bpfoom_hosts="hook1",
-                                bpfoom_group_policies={"hook": newer})
+    process, results, rows = rollout(rollout_lab, "--check", "--diff", bpfoom_hosts="hook1",
+                                     bpfoom_group_policies={"hook": newer})
     assert process.returncode == 0, process.stdout[-3000:]
     applied = results[APPLY]["hook1"]
     assert applied["changed"] and applied["policy_name"] == "web_next", applied
     assert applied["diff"]["before"].startswith("policy_name: web\n"), applied["diff"]
     assert applied["diff"]["after"].startswith("policy_name: web_next\n"), applied["diff"]
-    assert "hook1: would run web_next" in results["Show each host's outcome"]["hook1"]["msg"][0]
+    # The report: what the kernel runs now (web), and what the run would do.
+    assert (rows["hook1"]["outcome"], rows["hook1"]["runs_now"], rows["hook1"]["detail"]) == \
+        ("would apply", "web", "replaces web"), rows
     assert attached(lab["hook1"]) == "web"
 
 
 def test_a_host_without_the_hook_fails_the_rollout_by_default(lab, rollout_lab):
-    process, results = playbook(rollout_lab, "rollout", bpfoom_hosts="nohook1", bpfoom_canary_smoke=False)
+    process, _results, rows = rollout(rollout_lab, bpfoom_hosts="nohook1", bpfoom_canary_smoke=False)
     assert process.returncode != 0
-    assert stop_message(results) == {"nohook1": (
-        'nohook1: rollout stopped at "Stop at a host whose kernel lacks the hook": kernel 6.12.117-unpatched '
-        "has no BPF OOM hook: boot a kernel carrying it, leave the host out, or set bpfoom_unpatched_hosts=skip")}, \
-        process.stdout[-3000:]
+    assert outcomes(rows) == {"nohook1": ("failed", "Stop at a host whose kernel lacks the hook")}, rows
+    assert rows["nohook1"]["detail"] == ("kernel 6.12.117-unpatched has no BPF OOM hook: boot a kernel carrying it, "
+                                         "leave the host out, or set bpfoom_unpatched_hosts=skip"), rows
+
+
+def test_an_unreachable_host_is_reported_and_its_batch_goes_on(lab, rollout_lab):
+    """gone1 (in group hook, nothing answers on its port) fails its batch; hook2 beside it is still done."""
+    inventory = rollout_lab["work"] / "inventory-with-gone1"
+    shutil.copytree(rollout_lab["inventory"], inventory, dirs_exist_ok=True)
+    hosts = yaml.safe_load((inventory / "hosts.yml").read_text())
+    hosts["all"]["children"]["hook"]["hosts"]["gone1"] = {"ansible_port": free_port()}
+    (inventory / "hosts.yml").write_text(yaml.safe_dump(hosts, sort_keys=False))      # gone1 last: not the canary
+    report = rollout_lab["work"] / "unreachable.json"
+    process, _results = playbook(rollout_lab, "rollout", inventory=inventory, bpfoom_hosts="hook",
+                                 bpfoom_batches=[1, "100%"], bpfoom_canary_smoke=False, bpfoom_report_file=str(report))
+    assert process.returncode != 0
+    rows = {row["host"]: row for row in json.loads(report.read_text())}
+    assert outcomes(rows) == {"hook1": ("done", None), "hook2": ("done", None),
+                              "gone1": ("unreachable", "Stop at a host that stopped answering during the apply")}
+    assert "Connection refused" in rows["gone1"]["detail"] and rows["gone1"]["runs_now"] == "unknown (not read)"
+    assert rows["hook2"]["runs_now"] == "web"
+    assert set(shown(process, rows)) == {"hook1", "hook2", "gone1"}, process.stdout[-3000:]
+    assert "2 done, 1 unreachable" in process.stdout and "UNREACHABLE" not in recap_lines(process)
+
+
+def test_an_interrupted_controller_reports_and_leaves_old_or_new(lab, rollout_lab):
+    """Ctrl-C during the apply of one batch: the report still prints, every host runs web or web_v2, and a
+    second rollout converges."""
+    newer = dict(WEB, name="web_v2", params=dict(WEB["params"], prefer={"comm_prefix": ["report-", "cron-"]}))
+
+    def ctrl_c(process):
+        threading.Timer(1.5, os.killpg, (process.pid, signal.SIGINT)).start()
+
+    report = rollout_lab["work"] / "interrupted.json"
+    process, _results = playbook(rollout_lab, "rollout", bpfoom_batches=["100%"], bpfoom_canary_smoke=False,
+                                 bpfoom_unpatched_hosts="skip", bpfoom_group_policies={"hook": newer},
+                                 bpfoom_report_file=str(report), during=(f"TASK [{APPLY}]", ctrl_c))
+    assert process.returncode != 0
+    assert "ROLLOUT INTERRUPTED (bpfoom.fleet.rollout_report)" in process.stdout, process.stdout[-3000:]
+    rows = {row["host"]: row for row in json.loads(report.read_text())}
+    assert set(rows) == {"hook1", "hook2", "nohook1"}
+    assert set(shown(process, rows)) == {"hook1", "hook2", "nohook1"}, process.stdout[-3000:]
+    interrupted = {host for host, row in rows.items() if row["outcome"] == "interrupted"}
+    assert interrupted and all(rows[host]["step"] == APPLY for host in interrupted), rows
+    runs = {name: attached(lab[name]) for name in ("hook1", "hook2")}
+    print(f"interrupted: {sorted(interrupted)} in flight; hosts run {runs}")
+    assert set(runs.values()) <= {"web", "web_v2"}, runs
+
+    process, _results, rows = rollout(rollout_lab, bpfoom_batches=["100%"], bpfoom_canary_smoke=False,
+                                      bpfoom_unpatched_hosts="skip", bpfoom_group_policies={"hook": newer})
+    assert process.returncode == 0, process.stdout[-3000:]
+    assert {name: attached(lab[name]) for name in ("hook1", "hook2")} == {"hook1": "web_v2", "hook2": "web_v2"}
+
+
+def test_a_host_power_cycled_during_its_apply_comes_back_old_or_new(lab, rollout_lab):
+    """hook2 loses power while bpfoomctl applies web_v3: the rollout reports it unreachable, hook2 boots on
+    web_v2 or web_v3, and a second rollout converges."""
+    newer = dict(WEB, name="web_v3", params=dict(WEB["params"], prefer={"comm_prefix": ["report-", "tmp-"]}))
+    before = attached(lab["hook2"])
+    cycled = {}
+
+    def power_cycle(_process):
+        cycled["in_apply"] = wait_for_apply(lab["hook2"], timeout=30)
+        fleet.reboot("hook2", hard=True)
+
+    report = rollout_lab["work"] / "power-cycle.json"
+    process, _results = playbook(rollout_lab, "rollout", bpfoom_hosts="hook2", bpfoom_canary_smoke=False,
+                                 bpfoom_group_policies={"hook": newer}, bpfoom_report_file=str(report),
+                                 during=(f"TASK [{APPLY}]", power_cycle))
+    assert process.returncode != 0
+    assert cycled["in_apply"], "bpfoomctl apply never ran on hook2: the power cycle hit no apply"
+    rows = {row["host"]: row for row in json.loads(report.read_text())}
+    assert outcomes(rows) == {"hook2": ("unreachable", "Stop at a host that stopped answering during the apply")}
+    came_back = wait_for_policy(lab["hook2"])
+    print(f"power cycle during the apply: hook2 ran {before}, came back on {came_back}")
+    assert came_back in {before, "web_v3"}
+
+    process, _results, rows = rollout(rollout_lab, bpfoom_hosts="hook2", bpfoom_canary_smoke=False,
+                                      bpfoom_group_policies={"hook": newer})
+    assert process.returncode == 0, process.stdout[-3000:]
+    assert attached(lab["hook2"]) == "web_v3" and rows["hook2"]["outcome"] == "done"
 
 
 def test_verify_reports_every_host_and_fails_a_mismatch(lab, rollout_lab):

@@ -18,7 +18,8 @@ Installed as /usr/local/lib/bpfoom/bpfoomctl.py (so Python caches its
 bytecode) and started by the /usr/local/sbin/bpfoomctl shim.
 Exit codes: 0 ok; 1 failed; 3 the kernel lacks the hook; 4 the verifier
 rejected the policy; 5 the object does not match its manifest; 6 an unsafe
-file or directory; 7 bpffs or libbpf missing.
+file or directory; 7 bpffs or libbpf missing; 8 the state directory cannot
+be written (full disk, read-only): nothing was changed.
 """
 
 import ctypes
@@ -75,7 +76,7 @@ def _load_libbpf():
         ("bpf_map__pin", ctypes.c_int, [vp, cp]),
         ("bpf_map_update_elem", ctypes.c_int, [ctypes.c_int, vp, vp, ctypes.c_uint64]),
         ("bpf_map_lookup_elem", ctypes.c_int, [ctypes.c_int, vp, vp]),
-        ("bpf_obj_get", ctypes.c_int, [cp]),
+        ("bpf_obj_get", ctypes.c_int, [cp]), ("bpf_obj_pin", ctypes.c_int, [ctypes.c_int, cp]),
         ("bpf_obj_get_info_by_fd", ctypes.c_int, [ctypes.c_int, vp, ctypes.POINTER(u32)]),
         ("bpf_link_get_next_id", ctypes.c_int, [u32, ctypes.POINTER(u32)]),
         ("bpf_link_get_fd_by_id", ctypes.c_int, [u32]),
@@ -154,7 +155,7 @@ def missing_hook_functions():
 
 
 def bpffs_mounted():
-    with open("/proc/mounts") as mounts:
+    with open("/proc/self/mounts") as mounts:      # (ProcSubset=pid hides /proc/mounts)
         return any(line.split()[1:3] == [BPFFS, "bpf"] for line in mounts)
 
 
@@ -262,6 +263,18 @@ def pinned_policies():
     return result
 
 
+def desired_problem():
+    """Why the agent could not re-apply the desired policy from its store (at boot, on reload), or None."""
+    desired = _read(DESIRED_FILE)
+    if not desired:
+        return None
+    try:
+        read_manifest(policy_dir_of(desired))
+    except Failure as failure:
+        return str(failure)
+    return None
+
+
 def status():
     missing = missing_hook_functions()
     report = {
@@ -271,6 +284,7 @@ def status():
         "bpffs": bpffs_mounted(),
         "libbpf_version": "%d.%d" % libbpf_version(),
         "desired_hash": _read(DESIRED_FILE),
+        "desired_problem": desired_problem(),
         "last_known_good": _good_list(),
         "rollback_target": rollback_target(),
         "attached_policy": None,
@@ -283,14 +297,21 @@ def status():
         raise Failure(3, "this kernel exposes no BTF (/sys/kernel/btf/vmlinux): it cannot run BPF OOM policies")
     managed = managed_status()
     ours = {link["link_id"] for policy in managed["policies"] for link in policy["links"]}
-    # Links on the hook that this agent did not pin: another tool's policy, shown as the kernel has it.
-    foreign = []
+    # Links on the hook that are not pinned where this agent pins: the desired policy while bpffs is
+    # unmounted (the running agent keeps it: see guard_pins), or another tool's policy; shown as the kernel has it.
+    unpinned = {}
     for link in hook_links(btf):
         if link["link_id"] not in ours:
             prog = program_info(link["prog_id"])
-            foreign.append({"policy_name": prog.get("policy_name"), "policy_hash": prog.get("policy_hash"),
-                            "managed": False, "attached": True, "links": [dict(link, tag=prog.get("tag"))]})
-    report.update(attached_policy=managed["attached_policy"], policies=managed["policies"] + foreign)
+            managed_here = prog.get("policy_hash") == report["desired_hash"]
+            entry = unpinned.setdefault((prog.get("policy_hash"), managed_here or link["link_id"]), {
+                "policy_name": prog.get("policy_name"), "policy_hash": prog.get("policy_hash"),
+                "managed": managed_here, "pinned": False, "attached": True, "links": []})
+            entry["links"].append(dict(link, tag=prog.get("tag")))
+    attached = managed["attached_policy"] or next(
+        ({"policy_name": p["policy_name"], "policy_hash": p["policy_hash"]} for p in unpinned.values() if p["managed"]),
+        None)
+    report.update(attached_policy=attached, policies=managed["policies"] + list(unpinned.values()))
     return report
 
 
@@ -305,9 +326,17 @@ def _read(path):
 
 
 def _write(path, text):
+    """Replace a state file whole: a failed write (a full disk) leaves the old content."""
     os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-    with open(path + ".tmp", "w") as handle:
-        handle.write(text + "\n")
+    try:
+        with open(path + ".tmp", "w") as handle:
+            handle.write(text + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+    except OSError as error:
+        if os.path.exists(path + ".tmp"):
+            os.unlink(path + ".tmp")
+        raise OSError(error.errno, error.strerror, error.filename or path) from error
     os.replace(path + ".tmp", path)
 
 
@@ -454,7 +483,7 @@ def pinned_view(policy_hash):
             os.close(fd)
     identity = program_info(links["evaluate"]["prog_id"]) if "evaluate" in links else {}
     return {"policy_name": identity.get("policy_name"), "policy_hash": identity.get("policy_hash"),
-            "managed": True, "links": [dict(link, tag=identity.get("tag")) for link in links.values()],
+            "managed": True, "pinned": True, "links": [dict(link, tag=identity.get("tag")) for link in links.values()],
             "attached": all(role in links and (links[role]["attach_type"], links[role]["target"]) == expected
                             for role, expected in EXPECTED_LINKS.items()),
             "evaluations": identity.get("evaluations"), "selections": identity.get("selections")}
@@ -504,10 +533,17 @@ def store(policy_dir, manifest):
         for name in os.listdir(staging):
             os.unlink(os.path.join(staging, name))
         os.rmdir(staging)
-    os.makedirs(staging, mode=0o700)
-    for name in ("policy.bpf.o", "manifest.json"):
-        with open(os.path.join(policy_dir, name), "rb") as source, open(os.path.join(staging, name), "wb") as copy:
-            copy.write(source.read())
+    try:
+        os.makedirs(staging, mode=0o700)
+        for name in ("policy.bpf.o", "manifest.json"):
+            with open(os.path.join(policy_dir, name), "rb") as source, \
+                    open(os.path.join(staging, name), "wb") as copy:
+                copy.write(source.read())
+                copy.flush()
+                os.fsync(copy.fileno())
+    except OSError as error:
+        unpin(staging)                     # (any directory of plain files) no half-written copy stays
+        raise OSError(error.errno, error.strerror, error.filename or staging) from error
     if os.path.isdir(target):
         for name in os.listdir(target):
             os.unlink(os.path.join(target, name))
@@ -539,15 +575,22 @@ def apply(policy_dir):
         except BaseException:
             unpin(pin_dir)                 # nothing half-applied: the previous policy still runs
             raise
+        # What boot re-applies is written before the old policy goes: a failed write (a full disk)
+        # detaches the new one and leaves the host as it was; a crash in between leaves both attached,
+        # and the newest decides.
+        try:
+            good = [h for h in _good_list() if h != policy_hash] + [policy_hash]
+            _write(GOOD_FILE, " ".join(good[-5:]))
+            _write(DESIRED_FILE, policy_hash)
+        except OSError:
+            unpin(pin_dir)
+            raise
         # Make-before-break: only now, with the new policy attached and verified, the old one goes.
         # (BPFOOM_OVERLAP_HOLD_S holds both attached a while: the lab test that proves it samples here.)
         time.sleep(float(os.environ.get("BPFOOM_OVERLAP_HOLD_S", "0")))
         others = [other for other in pinned_policies() if other != policy_hash]
         for other in others:
             unpin(os.path.join(PIN_ROOT, other))
-        _write(DESIRED_FILE, policy_hash)
-        good = [h for h in _good_list() if h != policy_hash] + [policy_hash]
-        _write(GOOD_FILE, " ".join(good[-5:]))
         return {"changed": True, "policy_name": manifest["name"], "policy_hash": policy_hash,
                 "previous": attached, "notes": notes, "status": managed_status()}
 
@@ -591,9 +634,11 @@ def rollback_target():
     current = _read(DESIRED_FILE)
     for policy_hash in reversed(_good_list()):
         if policy_hash != current and os.path.isdir(policy_dir_of(policy_hash)):
+            # The name only: a damaged copy is still the target, and apply refuses it naming its file.
             try:
-                name = read_manifest(policy_dir_of(policy_hash))["name"]
-            except Failure:
+                with open(os.path.join(policy_dir_of(policy_hash), "manifest.json")) as handle:
+                    name = json.load(handle)["name"]
+            except (OSError, ValueError, KeyError):
                 continue
             return {"policy_name": name, "policy_hash": policy_hash}
     return None
@@ -613,6 +658,60 @@ def boot():
     if not desired:
         return {"changed": False, "notes": ["no policy desired"], "status": managed_status()}
     return apply(policy_dir_of(desired))
+
+
+# --- guarding the pins ------------------------------------------------------
+
+def _same_file(path, fd):
+    try:
+        info = os.stat(path)
+    except OSError:
+        return False
+    held = os.fstat(fd)
+    return (info.st_dev, info.st_ino) == (held.st_dev, held.st_ino)
+
+
+def guard_pins(held):
+    """Keep the bpffs of this agent's pins alive; move the pins to a bpffs mounted anew. Returns the fd held.
+
+    The running agent holds its pin directory open: `umount /sys/fs/bpf` then fails (target is busy),
+    and a lazy unmount (umount -l) leaves the pins, so the policy, attached. Once a bpffs is mounted
+    on /sys/fs/bpf again, the desired policy's pins move there (unless an apply pinned it there
+    meanwhile) and the old bpffs lets everything go.
+    """
+    if held is not None and _same_file(PIN_ROOT, held):
+        return held
+    if held is not None:
+        if not bpffs_mounted():
+            return held                     # nowhere to move to yet: keep the policy where it is
+        with Lock():
+            moved = _move_pins(held)
+        os.close(held)
+        if moved:
+            journal_send({"MESSAGE": f"bpfoom: bpffs was unmounted under policy {moved}; its pins moved to "
+                                     f"the bpffs mounted on {BPFFS} since", "PRIORITY": 4,
+                          "SYSLOG_IDENTIFIER": "bpfoom"})
+    try:
+        return os.open(PIN_ROOT, os.O_RDONLY | os.O_DIRECTORY)
+    except FileNotFoundError:
+        return None
+
+
+def _move_pins(held):
+    """Re-pin the desired policy from the old bpffs (reached through the held fd) under PIN_ROOT."""
+    old_root, desired, moved = f"/proc/self/fd/{held}", _read(DESIRED_FILE), None
+    for policy_hash in os.listdir(old_root):
+        old_dir, new_dir = os.path.join(old_root, policy_hash), os.path.join(PIN_ROOT, policy_hash)
+        if policy_hash == desired and not os.path.isdir(new_dir):
+            os.makedirs(new_dir, mode=0o700)
+            for name in os.listdir(old_dir):
+                fd = libbpf().bpf_obj_get(os.path.join(old_dir, name).encode())
+                if fd < 0 or libbpf().bpf_obj_pin(fd, os.path.join(new_dir, name).encode()) != 0:
+                    raise Failure(1, f"re-pinning {name} of {policy_hash} in {new_dir} failed: {_errno_text()}")
+                os.close(fd)
+            moved = pinned_view(policy_hash)["policy_name"]
+        unpin(old_dir)
+    return moved
 
 
 # --- events ----------------------------------------------------------------
@@ -652,8 +751,10 @@ def events(once=False):
         return 0
 
     callback = callback_type(handle)
-    ring, ring_key, ring_fd = None, None, -1
+    ring, ring_key, ring_fd, pins = None, None, -1, None
     while True:
+        if not once:
+            pins = guard_pins(pins)
         # Cheap to poll: a new policy (or the same one attached anew) shows as another events map.
         desired = _read(DESIRED_FILE)
         fd = libbpf().bpf_obj_get(os.path.join(PIN_ROOT, desired, "events").encode()) if desired else -1
@@ -696,12 +797,20 @@ def main(argv):
             result = events(once="--once" in argv)
         else:
             result = {"boot": boot, "detach": detach, "stop": stop, "rollback": rollback, "status": status}[command]()
-    except Failure as failure:
-        print(json.dumps({"failed": True, "rc": failure.code, "msg": str(failure)}))
-        print(f"bpfoomctl: {failure}", file=sys.stderr)
-        return failure.code
-    print(json.dumps(result, indent=1, sort_keys=True))
-    return 0
+    except OSError as error:
+        if not error.filename or not str(error.filename).startswith(STATE_DIR):
+            raise
+        failure = Failure(8, f"cannot write {error.filename}: {error.strerror}; nothing was changed (the "
+                             f"running policy and what boot re-applies are as before): free space in {STATE_DIR} "
+                             "and apply again")
+    except Failure as caught:
+        failure = caught
+    else:
+        print(json.dumps(result, indent=1, sort_keys=True))
+        return 0
+    print(json.dumps({"failed": True, "rc": failure.code, "msg": str(failure)}))
+    print(f"bpfoomctl: {failure}", file=sys.stderr)
+    return failure.code
 
 
 if __name__ == "__main__":

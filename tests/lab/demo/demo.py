@@ -39,7 +39,8 @@ def boot_or_reuse():
 
 def playbook(name, inventory_dir, *extra):
     common.say(f"ansible-playbook bpfoom.fleet.{name}")
-    env = dict(os.environ, ANSIBLE_DISPLAY_SKIPPED_HOSTS="false", ANSIBLE_FORCE_COLOR="0")
+    env = dict(os.environ, ANSIBLE_DISPLAY_SKIPPED_HOSTS="false", ANSIBLE_FORCE_COLOR="0",
+               ANSIBLE_CALLBACKS_ENABLED="bpfoom.fleet.rollout_report")
     subprocess.run(["ansible-playbook", "-i", str(inventory_dir), f"bpfoom.fleet.{name}", *extra],
                    env=env, check=True)
 

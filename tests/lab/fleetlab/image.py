@@ -29,7 +29,7 @@ SUDO_USER = "lab-operator"
 # Extra packages per image variant.
 IMAGE_VARIANTS = {"base": [], "bcc": ["python3-bpfcc", "xz-utils"]}
 BUILD_DEPENDENCIES = {"mmdebstrap": "mmdebstrap", "genext2fs": "genext2fs",
-                      "resize2fs": "e2fsprogs"}
+                      "resize2fs": "e2fsprogs", "tune2fs": "e2fsprogs"}
 
 
 def packages(variant: str) -> list:
@@ -90,6 +90,9 @@ def _build(out: Path, package_list: list) -> None:
     subprocess.run(["truncate", "-s", IMAGE_SIZE, str(image)], check=True)
     subprocess.run(["e2fsck", "-fy", str(image)], capture_output=True, check=False)
     subprocess.run(["resize2fs", str(image)], check=True, capture_output=True)
+    # mmdebstrap writes ext2; a journal, as a production host's root has, lets a power cycle (a lab fault
+    # test) come back with a consistent filesystem.
+    subprocess.run(["tune2fs", "-O", "has_journal", str(image)], check=True, capture_output=True)
     write_json(work / "meta.json", {"sha256": sha256_file(image), "suite": SUITE,
                                     "packages": package_list, "build_seconds": round(time.monotonic() - start)})
     work.rename(out)

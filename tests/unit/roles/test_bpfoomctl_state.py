@@ -79,12 +79,20 @@ def test_rollback_target_is_the_newest_good_policy_before_the_desired_one(state,
     assert bpfoomctl.rollback_target() == {"policy_name": "web_next", "policy_hash": web_next}
 
 
-def test_rollback_target_skips_a_policy_no_longer_stored_or_damaged(state, tmp_path):
+def test_rollback_target_skips_a_policy_no_longer_stored_but_not_a_damaged_one(state, tmp_path):
     old, web, web_next = remember(state, tmp_path, ["old", "web", "web_next"])
     bpfoomctl._write(bpfoomctl.DESIRED_FILE, web_next)
-    (Path(bpfoomctl.POLICY_STORE) / web / "policy.bpf.o").write_bytes(b"damaged")
+    # Damaged: still the target, so that the rollback fails naming the file, not lands on an older policy.
+    damaged = Path(bpfoomctl.POLICY_STORE) / web / "policy.bpf.o"
+    damaged.write_bytes(b"damaged")
+    assert bpfoomctl.rollback_target() == {"policy_name": "web", "policy_hash": web}
+    with pytest.raises(bpfoomctl.Failure, match=f"{damaged} has sha256 .*, its manifest says"):
+        bpfoomctl.read_manifest(str(damaged.parent))
+    for name in os.listdir(damaged.parent):
+        os.unlink(damaged.parent / name)
+    os.rmdir(damaged.parent)
     assert bpfoomctl.rollback_target() == {"policy_name": "old", "policy_hash": old}
-    for stale in (old, web):
+    for stale in (old,):
         for name in os.listdir(Path(bpfoomctl.POLICY_STORE) / stale):
             os.unlink(Path(bpfoomctl.POLICY_STORE) / stale / name)
         os.rmdir(Path(bpfoomctl.POLICY_STORE) / stale)
@@ -112,3 +120,53 @@ def test_stop_detaches_only_when_someone_asked_the_agent_to_stop(monkeypatch, se
     result = bpfoomctl.stop()
     assert calls == ([False] if detaches else [])                    # a stop never forgets the desired policy
     assert result["changed"] == detaches
+
+
+def test_a_store_that_cannot_be_written_leaves_no_half_copy(state, tmp_path, monkeypatch):
+    old = built(tmp_path / "old", "web")
+    bpfoomctl.store(str(tmp_path / "old"), old)
+    real_fsync = os.fsync
+
+    def full_disk(fd):
+        raise OSError(28, "No space left on device", os.path.join(bpfoomctl.POLICY_STORE, "x.new", "policy.bpf.o"))
+
+    monkeypatch.setattr(bpfoomctl.os, "fsync", full_disk)
+    newer = built(tmp_path / "newer", "web_next")
+    with pytest.raises(OSError):
+        bpfoomctl.store(str(tmp_path / "newer"), newer)
+    monkeypatch.setattr(bpfoomctl.os, "fsync", real_fsync)
+    assert os.listdir(bpfoomctl.POLICY_STORE) == [old["hash"]]           # the old copy, nothing half-written
+
+
+def test_a_state_file_that_cannot_be_written_keeps_its_old_content(state, monkeypatch):
+    bpfoomctl._write(bpfoomctl.DESIRED_FILE, "old")
+
+    def full_disk(fd):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(bpfoomctl.os, "fsync", full_disk)
+    with pytest.raises(OSError):
+        bpfoomctl._write(bpfoomctl.DESIRED_FILE, "new")
+    assert bpfoomctl._read(bpfoomctl.DESIRED_FILE) == "old"
+    assert sorted(os.listdir(bpfoomctl.STATE_DIR)) == ["desired"]
+
+
+def test_a_full_state_directory_is_named_with_the_fix(state, monkeypatch, capsys):
+    def full_disk(_policy_dir):
+        raise OSError(28, "No space left on device", os.path.join(bpfoomctl.STATE_DIR, "policies", "h.new"))
+
+    monkeypatch.setattr(bpfoomctl, "apply", full_disk)
+    monkeypatch.setattr(bpfoomctl.os, "geteuid", lambda: 0)
+    assert bpfoomctl.main(["bpfoomctl", "apply", "/somewhere"]) == 8
+    answer = json.loads(capsys.readouterr().out)
+    assert answer["msg"].startswith(f"cannot write {bpfoomctl.STATE_DIR}/policies/h.new: No space left on device; "
+                                    "nothing was changed"), answer
+
+
+def test_desired_problem_names_a_damaged_stored_copy(state, tmp_path):
+    assert bpfoomctl.desired_problem() is None                            # nothing desired
+    (web,) = remember(state, tmp_path, ["web"])
+    bpfoomctl._write(bpfoomctl.DESIRED_FILE, web)
+    assert bpfoomctl.desired_problem() is None
+    (Path(bpfoomctl.POLICY_STORE) / web / "policy.bpf.o").write_bytes(b"damaged")
+    assert bpfoomctl.desired_problem().startswith(f"{bpfoomctl.POLICY_STORE}/{web}/policy.bpf.o has sha256")

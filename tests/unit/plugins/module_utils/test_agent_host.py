@@ -89,7 +89,7 @@ def test_a_wrong_mode_is_a_change(root):
     module = FakeModule()
     plan = converge(module)
     assert plan["files_changed"] == [str(root / "bpfoom.service")] and plan["unit_changed"]
-    assert changed_systemctl(module) == [["daemon-reload"]]
+    assert changed_systemctl(module) == [["daemon-reload"], ["restart", "bpfoom.service"]]    # its new sandbox
     assert oct((root / "bpfoom.service").stat().st_mode & 0o7777) == "0o644"
 
 

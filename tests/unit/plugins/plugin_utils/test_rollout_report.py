@@ -1,0 +1,56 @@
+"""Unit tests of the rollout's report: one row per host from what the playbook or the callback noted."""
+
+from __future__ import annotations
+
+from ansible_collections.bpfoom.fleet.plugins.plugin_utils.rollout_report import report
+
+APPLIED = {"changed": True, "hook": True, "kernel_release": "6.12.117-bpfoom", "policy_name": "web",
+           "policy_hash": "ab" * 32}
+NO_HOOK = {"changed": False, "hook": False, "kernel_release": "6.12.117-unpatched", "policy_name": None,
+           "policy_hash": None}
+# policy_info's shape: the running policy under attached_policy.
+READ = {"hook": True, "kernel_release": "6.12.117-bpfoom",
+        "attached_policy": {"policy_name": "old", "policy_hash": "cd" * 32}}
+
+
+def test_each_outcome_gets_a_row_with_what_the_kernel_runs_now():
+    result = report([
+        {"host": "a", "group": "web", "outcome": "done", "detail": "replaces old", "kernel": APPLIED},
+        {"host": "b", "group": "legacy", "outcome": "skipped", "detail": "no hook", "kernel": NO_HOOK},
+        {"host": "c", "group": "web", "outcome": "failed", "step": "Provoke a contained memcg OOM",
+         "detail": "smoke test\n  failed", "kernel": READ},
+        {"host": "d", "group": "web", "outcome": "unreachable", "step": "Apply the policy",
+         "detail": "ssh: connect", "kernel": {"unreachable": True, "msg": "ssh"}},
+        {"host": "e", "group": "web", "outcome": "not reached", "kernel": {"skipped": True}},
+    ])
+    rows = {row["host"]: row for row in result["rows"]}
+    assert rows["a"]["runs_now"] == "web" and rows["a"]["policy_hash"] == "ab" * 32 and rows["a"]["kernel_read"]
+    assert rows["b"]["runs_now"] == "none (no hook)"
+    assert rows["c"]["runs_now"] == "old" and rows["c"]["detail"] == "smoke test failed"   # one line in a table
+    assert rows["d"]["runs_now"] == "unknown (not read)" and not rows["d"]["kernel_read"]
+    assert rows["e"]["runs_now"] == "unknown (not read)" and rows["e"]["step"] is None
+    assert result["failed"] == ["c", "d"]
+    assert result["summary"] == "1 done, 1 skipped, 1 failed, 1 unreachable, 1 not reached"
+    assert result["table"][0].split()[:2] == ["HOST", "GROUP"]
+    assert len(result["table"]) == 6          # the header and one line per host
+
+
+def test_a_hooked_kernel_without_a_policy_runs_none():
+    result = report([{"host": "a", "outcome": "not reached",
+                      "kernel": {"hook": True, "kernel_release": "6.12", "attached_policy": None}}])
+    assert result["rows"][0]["runs_now"] == "none"
+
+
+def test_an_interrupted_report_says_so_and_fails_the_interrupted_hosts():
+    result = report([{"host": "a", "outcome": "done", "kernel": APPLIED},
+                     {"host": "b", "outcome": "interrupted", "step": "Apply the policy"}], interrupted=True)
+    assert result["summary"].startswith("INTERRUPTED: 1 done, 1 interrupted; ")
+    assert result["failed"] == ["b"]
+
+
+def test_check_mode_reports_what_the_kernel_runs_not_what_it_would():
+    predicted = dict(APPLIED, policy_name="web_next", previous={"policy_name": "web", "policy_hash": "ab" * 32})
+    row = report([{"host": "a", "outcome": "would apply", "kernel": predicted}])["rows"][0]
+    assert row["runs_now"] == "web" and row["policy_hash"] == "ab" * 32
+    fresh = dict(APPLIED, previous=None)
+    assert report([{"host": "a", "outcome": "would apply", "kernel": fresh}])["rows"][0]["runs_now"] == "none"
