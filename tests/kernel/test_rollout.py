@@ -7,7 +7,9 @@ Ansible reaches every host as a normal user with passwordless sudo (the
 image's lab-operator): the playbooks' become is proven by every test here.
 The tests run in file order, each from the state the one before left, as an
 operator's runs follow each other: a failed canary, a rollout, a check-mode
-run, a kernel without the hook, verify, rollback and detach.
+run, a kernel without the hook, verify, rollback and detach; then the faults
+(an unreachable host, an interrupted controller, a power cycle), each ending
+with the rollout's report.
 """
 
 import json
@@ -23,12 +25,13 @@ import pytest
 import yaml
 
 from fleetlab import common, fleet, image
-from policytools import run_playbook
+from policytools import build_policy, run_playbook
 
 pytestmark = pytest.mark.lab
 
 DEMO_VARS = common.REPO_ROOT / "tests" / "lab" / "demo" / "group_vars"
 WEB = yaml.safe_load((DEMO_VARS / "web.yml").read_text())["bpfoom_policy"]
+GUEST = common.REPO_ROOT / "tests" / "kernel" / "guest"
 APPLY = "Apply the policy (agent, bpffs, make-before-break; verified from the kernel)"
 NOHOOK = {"name": "legacy", "template": "prefer_avoid", "params": {"avoid": {"cgroup": ["sshd.service"]}}}
 
@@ -93,14 +96,13 @@ def free_port():
         return probe.getsockname()[1]
 
 
-def wait_for_apply(host, timeout):
-    """Poll the host until bpfoomctl apply runs there (True), or give up after timeout seconds (False)."""
+def wait_for_boot_and_policy(host, old_boot, timeout=240):
+    """Once the host answers with a new boot id, the policy its agent attached (see wait_for_policy)."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        # The bpfoomctl command runs python3 -c '...main(sys.argv))' apply DIR.
-        if fleet.run_on(host, r"pgrep -f 'sys.argv\)\) apply '", check=False, timeout=10).returncode == 0:
-            return True
-    return False
+    while fleet.boot_id(host) in ("", old_boot):
+        assert time.monotonic() < deadline, f"{host['name']}: not back after {timeout} s"
+        time.sleep(1)
+    return wait_for_policy(host)
 
 
 def wait_for_policy(host, timeout=60):
@@ -198,84 +200,6 @@ def test_a_host_without_the_hook_fails_the_rollout_by_default(lab, rollout_lab):
                                          "leave the host out, or set bpfoom_unpatched_hosts=skip"), rows
 
 
-def test_an_unreachable_host_is_reported_and_its_batch_goes_on(lab, rollout_lab):
-    """gone1 (in group hook, nothing answers on its port) fails its batch; hook2 beside it is still done."""
-    inventory = rollout_lab["work"] / "inventory-with-gone1"
-    shutil.copytree(rollout_lab["inventory"], inventory, dirs_exist_ok=True)
-    hosts = yaml.safe_load((inventory / "hosts.yml").read_text())
-    hosts["all"]["children"]["hook"]["hosts"]["gone1"] = {"ansible_port": free_port()}
-    (inventory / "hosts.yml").write_text(yaml.safe_dump(hosts, sort_keys=False))      # gone1 last: not the canary
-    report = rollout_lab["work"] / "unreachable.json"
-    process, _results = playbook(rollout_lab, "rollout", inventory=inventory, bpfoom_hosts="hook",
-                                 bpfoom_batches=[1, "100%"], bpfoom_canary_smoke=False, bpfoom_report_file=str(report))
-    assert process.returncode != 0
-    rows = {row["host"]: row for row in json.loads(report.read_text())}
-    assert outcomes(rows) == {"hook1": ("done", None), "hook2": ("done", None),
-                              "gone1": ("unreachable", "Stop at a host that stopped answering during the apply")}
-    assert "Connection refused" in rows["gone1"]["detail"] and rows["gone1"]["runs_now"] == "unknown (not read)"
-    assert rows["hook2"]["runs_now"] == "web"
-    assert set(shown(process, rows)) == {"hook1", "hook2", "gone1"}, process.stdout[-3000:]
-    assert "2 done, 1 unreachable" in process.stdout and "UNREACHABLE" not in recap_lines(process)
-
-
-def test_an_interrupted_controller_reports_and_leaves_old_or_new(lab, rollout_lab):
-    """Ctrl-C during the apply of one batch: the report still prints, every host runs web or web_v2, and a
-    second rollout converges."""
-    newer = dict(WEB, name="web_v2", params=dict(WEB["params"], prefer={"comm_prefix": ["report-", "cron-"]}))
-
-    def ctrl_c(process):
-        threading.Timer(1.5, os.killpg, (process.pid, signal.SIGINT)).start()
-
-    report = rollout_lab["work"] / "interrupted.json"
-    process, _results = playbook(rollout_lab, "rollout", bpfoom_batches=["100%"], bpfoom_canary_smoke=False,
-                                 bpfoom_unpatched_hosts="skip", bpfoom_group_policies={"hook": newer},
-                                 bpfoom_report_file=str(report), during=(f"TASK [{APPLY}]", ctrl_c))
-    assert process.returncode != 0
-    assert "ROLLOUT INTERRUPTED (bpfoom.fleet.rollout_report)" in process.stdout, process.stdout[-3000:]
-    rows = {row["host"]: row for row in json.loads(report.read_text())}
-    assert set(rows) == {"hook1", "hook2", "nohook1"}
-    assert set(shown(process, rows)) == {"hook1", "hook2", "nohook1"}, process.stdout[-3000:]
-    interrupted = {host for host, row in rows.items() if row["outcome"] == "interrupted"}
-    assert interrupted and all(rows[host]["step"] == APPLY for host in interrupted), rows
-    runs = {name: attached(lab[name]) for name in ("hook1", "hook2")}
-    print(f"interrupted: {sorted(interrupted)} in flight; hosts run {runs}")
-    assert set(runs.values()) <= {"web", "web_v2"}, runs
-
-    process, _results, rows = rollout(rollout_lab, bpfoom_batches=["100%"], bpfoom_canary_smoke=False,
-                                      bpfoom_unpatched_hosts="skip", bpfoom_group_policies={"hook": newer})
-    assert process.returncode == 0, process.stdout[-3000:]
-    assert {name: attached(lab[name]) for name in ("hook1", "hook2")} == {"hook1": "web_v2", "hook2": "web_v2"}
-
-
-def test_a_host_power_cycled_during_its_apply_comes_back_old_or_new(lab, rollout_lab):
-    """hook2 loses power while bpfoomctl applies web_v3: the rollout reports it unreachable, hook2 boots on
-    web_v2 or web_v3, and a second rollout converges."""
-    newer = dict(WEB, name="web_v3", params=dict(WEB["params"], prefer={"comm_prefix": ["report-", "tmp-"]}))
-    before = attached(lab["hook2"])
-    cycled = {}
-
-    def power_cycle(_process):
-        cycled["in_apply"] = wait_for_apply(lab["hook2"], timeout=30)
-        fleet.reboot("hook2", hard=True)
-
-    report = rollout_lab["work"] / "power-cycle.json"
-    process, _results = playbook(rollout_lab, "rollout", bpfoom_hosts="hook2", bpfoom_canary_smoke=False,
-                                 bpfoom_group_policies={"hook": newer}, bpfoom_report_file=str(report),
-                                 during=(f"TASK [{APPLY}]", power_cycle))
-    assert process.returncode != 0
-    assert cycled["in_apply"], "bpfoomctl apply never ran on hook2: the power cycle hit no apply"
-    rows = {row["host"]: row for row in json.loads(report.read_text())}
-    assert outcomes(rows) == {"hook2": ("unreachable", "Stop at a host that stopped answering during the apply")}
-    came_back = wait_for_policy(lab["hook2"])
-    print(f"power cycle during the apply: hook2 ran {before}, came back on {came_back}")
-    assert came_back in {before, "web_v3"}
-
-    process, _results, rows = rollout(rollout_lab, bpfoom_hosts="hook2", bpfoom_canary_smoke=False,
-                                      bpfoom_group_policies={"hook": newer})
-    assert process.returncode == 0, process.stdout[-3000:]
-    assert attached(lab["hook2"]) == "web_v3" and rows["hook2"]["outcome"] == "done"
-
-
 def test_verify_reports_every_host_and_fails_a_mismatch(lab, rollout_lab):
     report = rollout_lab["work"] / "report.json"
     process, _results = playbook(rollout_lab, "verify", bpfoom_unpatched_hosts="skip", bpfoom_report_file=str(report))
@@ -322,3 +246,82 @@ def test_rollback_returns_to_the_previous_policy_once_and_detach_to_the_kernel(l
     assert recap(process)["nohook1"]["changed"] == 0
     # Detached means detached across reboots too: the agent forgot the desired policy.
     assert json.loads(fleet.run_on(lab["hook1"], "bpfoomctl status").stdout)["desired_hash"] is None
+
+
+def test_an_unreachable_host_is_reported_and_its_batch_goes_on(lab, rollout_lab):
+    """gone1 (in group hook, nothing answers on its port) fails its batch; hook2 beside it is still done."""
+    inventory = rollout_lab["work"] / "inventory-with-gone1"
+    shutil.copytree(rollout_lab["inventory"], inventory, dirs_exist_ok=True)
+    hosts = yaml.safe_load((inventory / "hosts.yml").read_text())
+    hosts["all"]["children"]["hook"]["hosts"]["gone1"] = {"ansible_port": free_port()}
+    (inventory / "hosts.yml").write_text(yaml.safe_dump(hosts, sort_keys=False))      # gone1 last: not the canary
+    report = rollout_lab["work"] / "unreachable.json"
+    process, _results = playbook(rollout_lab, "rollout", inventory=inventory, bpfoom_hosts="hook",
+                                 bpfoom_batches=[1, "100%"], bpfoom_canary_smoke=False, bpfoom_report_file=str(report))
+    assert process.returncode != 0
+    rows = {row["host"]: row for row in json.loads(report.read_text())}
+    assert outcomes(rows) == {"hook1": ("done", None), "hook2": ("done", None),
+                              "gone1": ("unreachable", "Stop at a host that stopped answering during the apply")}
+    assert "Connection refused" in rows["gone1"]["detail"] and rows["gone1"]["runs_now"] == "unknown (not read)"
+    assert rows["hook2"]["runs_now"] == "web"
+    assert set(shown(process, rows)) == {"hook1", "hook2", "gone1"}, process.stdout[-3000:]
+    assert "2 done, 1 unreachable" in process.stdout and "UNREACHABLE" not in recap_lines(process)
+
+
+def test_an_interrupted_controller_reports_and_leaves_old_or_new(lab, rollout_lab):
+    """Ctrl-C during the apply of one batch: the report still prints, every host runs its old policy or
+    web_v2, and a second rollout converges."""
+    newer = dict(WEB, name="web_v2", params=dict(WEB["params"], prefer={"comm_prefix": ["report-", "cron-"]}))
+    before = {name: attached(lab[name]) for name in ("hook1", "hook2")}
+
+    def ctrl_c(process):
+        threading.Timer(1.5, os.killpg, (process.pid, signal.SIGINT)).start()
+
+    report = rollout_lab["work"] / "interrupted.json"
+    process, _results = playbook(rollout_lab, "rollout", bpfoom_batches=["100%"], bpfoom_canary_smoke=False,
+                                 bpfoom_unpatched_hosts="skip", bpfoom_group_policies={"hook": newer},
+                                 bpfoom_report_file=str(report), during=(f"TASK [{APPLY}]", ctrl_c))
+    assert process.returncode != 0
+    assert "ROLLOUT INTERRUPTED (bpfoom.fleet.rollout_report)" in process.stdout, process.stdout[-3000:]
+    rows = {row["host"]: row for row in json.loads(report.read_text())}
+    assert set(rows) == {"hook1", "hook2", "nohook1"}
+    assert set(shown(process, rows)) == {"hook1", "hook2", "nohook1"}, process.stdout[-3000:]
+    interrupted = {host for host, row in rows.items() if row["outcome"] == "interrupted"}
+    assert interrupted and all(rows[host]["step"] == APPLY for host in interrupted), rows
+    runs = {name: attached(lab[name]) for name in ("hook1", "hook2")}
+    print(f"interrupted: {sorted(interrupted)} in flight; hosts ran {before}, run {runs}")
+    assert all(runs[name] in (before[name], "web_v2") for name in runs), (before, runs)
+
+    process, _results, rows = rollout(rollout_lab, bpfoom_batches=["100%"], bpfoom_canary_smoke=False,
+                                      bpfoom_unpatched_hosts="skip", bpfoom_group_policies={"hook": newer})
+    assert process.returncode == 0, process.stdout[-3000:]
+    assert {name: attached(lab[name]) for name in ("hook1", "hook2")} == {"hook1": "web_v2", "hook2": "web_v2"}
+
+
+@pytest.mark.parametrize("moment", ["apply_starts", "both_pinned"])
+def test_a_host_power_cycled_during_its_apply_comes_back_old_or_new(lab, rollout_lab, moment):
+    """hook2 is reset (reboot(2): no sync, no unmount, a power cut for its disk) at a moment of its apply: as
+    bpfoomctl apply starts, or once the new policy is pinned beside the old. The rollout reports hook2
+    unreachable, hook2 boots on its old policy or the new one, and a second rollout converges."""
+    host = lab["hook2"]
+    newer = dict(WEB, name=f"web_{moment[:4]}", params=dict(WEB["params"], prefer={"comm_prefix": [moment[:4]]}))
+    new_hash = json.loads((build_policy(newer, rollout_lab["work"] / "objects") / "manifest.json").read_text())["hash"]
+    before, boot = attached(host), fleet.boot_id(host)
+    # A watcher on the host, started before the rollout, resets it the moment the condition holds.
+    fleet.copy_to(host, GUEST / "reset_when.py", "/root/reset_when.py")
+    condition = {"apply_starts": "apply_starts", "both_pinned": f"exists /sys/fs/bpf/bpfoom/{new_hash}/events"}[moment]
+    fleet.run_on(host, f"nohup python3 /root/reset_when.py {condition} >/dev/null 2>&1 &")
+    report = rollout_lab["work"] / "power-cycle.json"
+    process, _results = playbook(rollout_lab, "rollout", bpfoom_hosts="hook2", bpfoom_canary_smoke=False,
+                                 bpfoom_group_policies={"hook": newer}, bpfoom_report_file=str(report))
+    assert process.returncode != 0, process.stdout[-3000:]
+    rows = {row["host"]: row for row in json.loads(report.read_text())}
+    assert outcomes(rows) == {"hook2": ("unreachable", "Stop at a host that stopped answering during the apply")}
+    came_back = wait_for_boot_and_policy(host, boot)
+    print(f"reset at {moment}: hook2 ran {before}, came back on {came_back}")
+    assert came_back in {before, newer["name"]}
+
+    process, _results, rows = rollout(rollout_lab, bpfoom_hosts="hook2", bpfoom_canary_smoke=False,
+                                      bpfoom_group_policies={"hook": newer})
+    assert process.returncode == 0, process.stdout[-3000:]
+    assert attached(host) == newer["name"] and rows["hook2"]["outcome"] == "done"

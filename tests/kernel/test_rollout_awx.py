@@ -71,6 +71,11 @@ def test_rollout_job_template_through_ansible_runner(lab, tmp_path):
              if event["event"] == "runner_on_ok"
              and event["event_data"].get("task") == "Provoke a contained memcg OOM and check the victim"]
     assert [result["victim"] for result in smoke] == ["report-gen"], smoke
+    # The report as AWX keeps it: the job's artifact bpfoom_rollout_report, one row per host.
+    stats = next(event for event in run.events if event["event"] == "playbook_on_stats")
+    rows = {row["host"]: row for row in stats["event_data"]["artifact_data"]["bpfoom_rollout_report"]}
+    assert {host: (row["outcome"], row["runs_now"]) for host, row in rows.items()} == {
+        "hook1": ("done", "awx_web"), "hook2": ("done", "awx_web"), "nohook1": ("skipped", "none (no hook)")}, rows
     for name in ("hook1", "hook2"):
         status = json.loads(fleet.run_on(lab[name], "bpfoomctl status").stdout)
         assert status["attached_policy"]["policy_name"] == "awx_web", (name, status["attached_policy"])
