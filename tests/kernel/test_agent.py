@@ -6,13 +6,17 @@ and nohook1 (unpatched). Scenario hogs as in test_hook.py.
 
 import json
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from fleetlab import fleet
-from policytools import build_policy, run_playbook
+from policytools import AGENT_FILES, build_policy, run_playbook
+
+sys.path.insert(0, str(AGENT_FILES))
+from bpfoomctl import MESSAGE_IDS  # noqa: E402  (the agent's own list)
 
 pytestmark = pytest.mark.lab
 
@@ -209,12 +213,14 @@ def test_the_running_agent_logs_each_selection(lab, agent_lab, hook2_host):
     outcome = hook2_host.oom(96, [("hog_a", 60), ("hog_b", 10), ("hog_c", 28)])
     assert outcome["victim"] == "hog_b", outcome
     for _attempt in range(20):
+        # Found by its kind's MESSAGE_ID (journald took the binary-safe native form).
         journal = fleet.run_on(lab["hook2"], "journalctl -o export --no-pager _SYSTEMD_UNIT=bpfoom.service "
-                                             "SYSLOG_IDENTIFIER=bpfoom").stdout
+                                             f"MESSAGE_ID={MESSAGE_IDS['selection']}").stdout
         if "BPFOOM_VICTIM_COMM=hog_b" in journal:
             break
         time.sleep(1)
     assert "BPFOOM_POLICY_NAME=prefer_b" in journal and "BPFOOM_VICTIM_COMM=hog_b" in journal
+    assert "PRIORITY=5" in journal and "SYSLOG_IDENTIFIER=bpfoom" in journal
 
 
 def agent_holds_its_pins(host, timeout=10):
@@ -321,6 +327,30 @@ def test_a_full_state_directory_fails_the_apply_and_changes_nothing(lab, agent_l
     # Back on the disk's state directory: the same apply records prefer_c there too.
     process, _results = play(agent_lab, "apply_policy.yml", "hook2", policy=PREFER_C)
     assert process.returncode == 0 and bpfoomctl(host, "status")["desired_problem"] is None
+
+
+FORGER = ("open('/proc/self/comm', 'w').write('forge\\nPRIO=0')\n"       # a process names itself
+          "hog = []\nwhile True: hog.append(bytearray(1 << 20))\n")
+
+
+def test_a_process_name_cannot_forge_a_journal_field(lab, agent_lab):
+    host = lab["hook2"]
+    play(agent_lab, "apply_policy.yml", "hook2", policy=PREFER_B)
+    fleet.run_on(host, f"cat > /root/forger.py <<'EOF'\n{FORGER}EOF")
+    fleet.run_on(host, "systemd-run --quiet --wait -p MemoryMax=48M -p MemorySwapMax=0 python3 /root/forger.py",
+                 check=False)                                     # killed by the memcg OOM, as intended
+    for _attempt in range(20):
+        lines = fleet.run_on(host, "journalctl -o json --no-pager _SYSTEMD_UNIT=bpfoom.service "
+                                   f"MESSAGE_ID={MESSAGE_IDS['selection']}").stdout.splitlines()
+        entries = [json.loads(line) for line in lines]
+        forged = [e for e in entries if e["BPFOOM_VICTIM_COMM"] == "forge\nPRIO=0"]        # the name, whole
+        if forged:
+            break
+        time.sleep(1)
+    assert forged, entries
+    entry = forged[-1]
+    assert "PRIO" not in entry and entry["PRIORITY"] == "5", entry
+    assert "selected forge\\nPRIO=0[" in entry["MESSAGE"], entry["MESSAGE"]
 
 
 def test_stop_detaches_and_start_reapplies(lab, agent_lab):

@@ -48,6 +48,71 @@ BTF_KIND_FUNC = 12
 BPF_FS_MAGIC = 0xCAFE4A11
 LIBBPF_MIN = (1, 0)
 
+# Entries this agent writes to the journal, one MESSAGE_ID per kind: journalctl MESSAGE_ID=... finds them.
+MESSAGE_IDS = {
+    "selection": "3f9d5c1e8a2b4f6d9e0c7a1b2d3e4f50",     # the policy selected a task (it replaced oc->chosen)
+    "pins_moved": "7a4e2c9b1d8f4e3a8b6c5d4e3f2a1b09",    # bpffs was unmounted under the policy; pins moved
+}
+
+
+# --- the structures shared with the kernel and with the policy -------------
+# What the policy's BPF C declares (templates/bpf/include/bpfoom_core.h) and what the kernel's UAPI
+# declares (linux/bpf.h), as types: read by field, never at byte offsets. tests/compile checks the
+# first three against the BTF of a compiled policy.
+
+BPFOOM_POLICY_NAME_LEN = 16
+BPFOOM_COMM_LEN = 16
+
+
+class Identity(ctypes.Structure):
+    """struct bpfoom_identity: the policy's name and hash, in its .rodata.id map."""
+    _fields_ = [("name", ctypes.c_char * BPFOOM_POLICY_NAME_LEN), ("hash", ctypes.c_char * 65)]
+
+
+class Counters(ctypes.Structure):
+    """struct bpfoom_counters, in the policy's .data.counters map."""
+    _fields_ = [("evaluations", ctypes.c_uint64), ("selections", ctypes.c_uint64)]
+
+
+class Event(ctypes.Structure):
+    """struct bpfoom_event: one per task the policy selected, from its bpfoom_events ring buffer."""
+    _fields_ = [("pid", ctypes.c_uint32), ("displaced_pid", ctypes.c_uint32),
+                ("rank", ctypes.c_int32), ("displaced_rank", ctypes.c_int32),
+                ("cgroup_id", ctypes.c_uint64),
+                ("comm", ctypes.c_char * BPFOOM_COMM_LEN), ("displaced_comm", ctypes.c_char * BPFOOM_COMM_LEN)]
+
+
+class LinkInfo(ctypes.Structure):
+    """struct bpf_link_info, up to its tracing member (the kernel fills what fits)."""
+    _fields_ = [("type", ctypes.c_uint32), ("id", ctypes.c_uint32), ("prog_id", ctypes.c_uint32),
+                ("_pad", ctypes.c_uint32),             # the union after it is 8-byte aligned
+                ("attach_type", ctypes.c_uint32), ("target_obj_id", ctypes.c_uint32),
+                ("target_btf_id", ctypes.c_uint32)]
+
+
+class ProgInfo(ctypes.Structure):
+    """struct bpf_prog_info, up to name."""
+    _fields_ = [("type", ctypes.c_uint32), ("id", ctypes.c_uint32), ("tag", ctypes.c_uint8 * 8),
+                ("jited_prog_len", ctypes.c_uint32), ("xlated_prog_len", ctypes.c_uint32),
+                ("jited_prog_insns", ctypes.c_uint64), ("xlated_prog_insns", ctypes.c_uint64),
+                ("load_time", ctypes.c_uint64), ("created_by_uid", ctypes.c_uint32),
+                ("nr_map_ids", ctypes.c_uint32), ("map_ids", ctypes.c_uint64),
+                ("name", ctypes.c_char * 16)]
+
+
+class MapInfo(ctypes.Structure):
+    """struct bpf_map_info, up to name."""
+    _fields_ = [("type", ctypes.c_uint32), ("id", ctypes.c_uint32), ("key_size", ctypes.c_uint32),
+                ("value_size", ctypes.c_uint32), ("max_entries", ctypes.c_uint32), ("map_flags", ctypes.c_uint32),
+                ("name", ctypes.c_char * 16)]
+
+
+BPF_LINK_TYPE_TRACING = 2
+
+
+def _text(raw):
+    return raw.decode(errors="replace")
+
 
 class Failure(Exception):
     """A failure with an exit code and a message saying what to do."""
@@ -125,13 +190,20 @@ def _errno_text():
     return os.strerror(ctypes.get_errno() or errno.EINVAL)
 
 
-def _info(fd, size=256):
-    """bpf_obj_get_info_by_fd into a zeroed buffer of u32 words."""
-    info = (ctypes.c_uint32 * (size // 4))()
-    length = ctypes.c_uint32(size)
-    if libbpf().bpf_obj_get_info_by_fd(fd, info, ctypes.byref(length)) != 0:
-        raise Failure(1, f"reading BPF object info failed: {_errno_text()}")
+def _info(fd, info_type):
+    """bpf_obj_get_info_by_fd into a zeroed info_type (LinkInfo, ProgInfo, MapInfo), or None."""
+    info = info_type()
+    length = ctypes.c_uint32(ctypes.sizeof(info))
+    if libbpf().bpf_obj_get_info_by_fd(fd, ctypes.byref(info), ctypes.byref(length)) != 0:
+        return None
     return info
+
+
+def _object_id(fd, info_type):
+    info = _info(fd, info_type)
+    if info is None:
+        raise Failure(1, f"reading BPF object info failed: {_errno_text()}")
+    return info.id
 
 
 # --- what the kernel holds -------------------------------------------------
@@ -165,31 +237,27 @@ def libbpf_version():
 
 def link_info(fd, btf):
     """type, ids and, for tracing links, the attach type and the target function's name."""
-    words = _info(fd)
-    # struct bpf_link_info: type, id, prog_id, then the tracing member at offset 16:
-    # attach_type, target_obj_id, target_btf_id.
+    info = _info(fd, LinkInfo)
+    if info is None:
+        raise Failure(1, f"reading BPF link info failed: {_errno_text()}")
     target = None
-    if words[0] == 2 and words[6]:          # BPF_LINK_TYPE_TRACING
-        btf_type = libbpf().btf__type_by_id(btf, words[6])
+    if info.type == BPF_LINK_TYPE_TRACING and info.target_btf_id:
+        btf_type = libbpf().btf__type_by_id(btf, info.target_btf_id)
         if btf_type:
-            name = libbpf().btf__name_by_offset(btf, btf_type[0])
+            name = libbpf().btf__name_by_offset(btf, btf_type[0])     # struct btf_type: name_off first
             target = name.decode() if name else None
-    return {"link_id": words[1], "prog_id": words[2],
-            "attach_type": ATTACH_TYPES.get(words[4], str(words[4])), "target": target}
+    return {"link_id": info.id, "prog_id": info.prog_id,
+            "attach_type": ATTACH_TYPES.get(info.attach_type, str(info.attach_type)), "target": target}
 
 
-def _read_map_value(map_id, size):
-    fd = libbpf().bpf_map_get_fd_by_id(map_id)
-    if fd < 0:
+def _read_map_value(map_fd, map_info, value_type):
+    """The single value (key 0) of an array map, as value_type, or None (also when the sizes differ)."""
+    if map_info.value_size != ctypes.sizeof(value_type):
         return None
-    try:
-        key = ctypes.c_uint32(0)
-        value = ctypes.create_string_buffer(size)
-        if libbpf().bpf_map_lookup_elem(fd, ctypes.byref(key), value) != 0:
-            return None
-        return value.raw
-    finally:
-        os.close(fd)
+    key, value = ctypes.c_uint32(0), value_type()
+    if libbpf().bpf_map_lookup_elem(map_fd, ctypes.byref(key), ctypes.byref(value)) != 0:
+        return None
+    return value
 
 
 def program_info(prog_id):
@@ -199,33 +267,28 @@ def program_info(prog_id):
         return {"prog_id": prog_id, "error": _errno_text()}
     try:
         map_ids = (ctypes.c_uint32 * 16)()
-        # struct bpf_prog_info: tag at 8 (8 bytes), nr_map_ids at 52, map_ids pointer at 56, name at 64.
-        info = (ctypes.c_uint8 * 256)()
-        ctypes.c_uint32.from_buffer(info, 52).value = 16
-        ctypes.c_uint64.from_buffer(info, 56).value = ctypes.addressof(map_ids)
-        length = ctypes.c_uint32(256)
-        if libbpf().bpf_obj_get_info_by_fd(fd, info, ctypes.byref(length)) != 0:
+        info = ProgInfo(nr_map_ids=len(map_ids), map_ids=ctypes.addressof(map_ids))
+        length = ctypes.c_uint32(ctypes.sizeof(info))
+        if libbpf().bpf_obj_get_info_by_fd(fd, ctypes.byref(info), ctypes.byref(length)) != 0:
             return {"prog_id": prog_id, "error": _errno_text()}
-        result = {"prog_id": prog_id, "tag": bytes(info[8:16]).hex(),
-                  "prog_name": bytes(info[64:80]).split(b"\0")[0].decode()}
-        for index in range(min(ctypes.c_uint32.from_buffer(info, 52).value, 16)):
-            map_fd = libbpf().bpf_map_get_fd_by_id(map_ids[index])
+        result = {"prog_id": prog_id, "tag": bytes(info.tag).hex(), "prog_name": _text(info.name)}
+        for map_id in map_ids[:min(info.nr_map_ids, len(map_ids))]:
+            map_fd = libbpf().bpf_map_get_fd_by_id(map_id)
             if map_fd < 0:
                 continue
-            # struct bpf_map_info: name[16] at offset 24
-            map_info = _info(map_fd)
-            os.close(map_fd)
-            map_name = ctypes.string_at(ctypes.addressof(map_info) + 24, 16).split(b"\0")[0].decode(errors="replace")
-            if map_name == ".rodata.id":
-                raw = _read_map_value(map_ids[index], 81)
-                if raw:
-                    result["policy_name"] = raw[:16].split(b"\0")[0].decode(errors="replace")
-                    result["policy_hash"] = raw[16:81].split(b"\0")[0].decode(errors="replace")
-            elif map_name == ".data.counters":
-                raw = _read_map_value(map_ids[index], 16)
-                if raw:
-                    result["evaluations"] = int.from_bytes(raw[:8], "little")
-                    result["selections"] = int.from_bytes(raw[8:16], "little")
+            try:
+                map_info = _info(map_fd, MapInfo)
+                map_name = _text(map_info.name) if map_info else None
+                if map_name == ".rodata.id":
+                    identity = _read_map_value(map_fd, map_info, Identity)
+                    if identity:
+                        result.update(policy_name=_text(identity.name), policy_hash=_text(identity.hash))
+                elif map_name == ".data.counters":
+                    counters = _read_map_value(map_fd, map_info, Counters)
+                    if counters:
+                        result.update(evaluations=counters.evaluations, selections=counters.selections)
+            finally:
+                os.close(map_fd)
         return result
     finally:
         os.close(fd)
@@ -257,7 +320,7 @@ def pinned_policies():
         for role in EXPECTED_LINKS:
             fd = libbpf().bpf_obj_get(os.path.join(PIN_ROOT, policy_hash, role).encode())
             if fd >= 0:
-                pins[role] = _info(fd)[1]
+                pins[role] = _object_id(fd, LinkInfo)
                 os.close(fd)
         result[policy_hash] = pins
     return result
@@ -688,9 +751,9 @@ def guard_pins(held):
             moved = _move_pins(held)
         os.close(held)
         if moved:
-            journal_send({"MESSAGE": f"bpfoom: bpffs was unmounted under policy {moved}; its pins moved to "
-                                     f"the bpffs mounted on {BPFFS} since", "PRIORITY": 4,
-                          "SYSLOG_IDENTIFIER": "bpfoom"})
+            journal_send("pins_moved", {"MESSAGE": f"bpfoom: bpffs was unmounted under policy {moved}; its pins "
+                                                   f"moved to the bpffs mounted on {BPFFS} since", "PRIORITY": 4,
+                                        "BPFOOM_POLICY_NAME": moved})
     try:
         return os.open(PIN_ROOT, os.O_RDONLY | os.O_DIRECTORY)
     except FileNotFoundError:
@@ -716,12 +779,28 @@ def _move_pins(held):
 
 # --- events ----------------------------------------------------------------
 
-def journal_send(fields):
-    """One structured entry through journald's native protocol (no python3-systemd needed)."""
+def journal_payload(fields):
+    """journald's native protocol, every field in its binary-safe form: NAME, a newline, the value's length
+    (64-bit little-endian), the value, a newline. No value (a comm a process chose, like "x\\nPRIORITY=0")
+    can end its field early and forge another, or cut MESSAGE."""
+    payload = bytearray()
+    for name, value in fields.items():
+        data = value if isinstance(value, bytes) else str(value).encode(errors="replace")
+        payload += name.encode() + b"\n" + len(data).to_bytes(8, "little") + data + b"\n"
+    return bytes(payload)
+
+
+def printable(text):
+    """A process name as one line of a MESSAGE: control characters escaped (the field keeps it as is)."""
+    return "".join(char if char.isprintable() else repr(char)[1:-1] for char in text)
+
+
+def journal_send(kind, fields):
+    """One structured entry of a kind of MESSAGE_IDS."""
     import socket  # only the events reader needs it
-    payload = "".join(f"{key}={value}\n" for key, value in fields.items()).encode()
+    fields = dict(fields, MESSAGE_ID=MESSAGE_IDS[kind], SYSLOG_IDENTIFIER="bpfoom")
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
-        sock.sendto(payload, JOURNAL_SOCKET)
+        sock.sendto(journal_payload(fields), JOURNAL_SOCKET)
 
 
 def events(once=False):
@@ -730,22 +809,19 @@ def events(once=False):
     state = {"policy": None, "count": 0}
 
     def handle(_ctx, data, size):
-        raw = ctypes.string_at(data, size)
-        policy = state["policy"]
-        event = {"pid": int.from_bytes(raw[0:4], "little"), "displaced_pid": int.from_bytes(raw[4:8], "little"),
-                 "rank": int.from_bytes(raw[8:12], "little", signed=True),
-                 "cgroup_id": int.from_bytes(raw[16:24], "little"),
-                 "comm": raw[24:40].split(b"\0")[0].decode(errors="replace"),
-                 "displaced_comm": raw[40:56].split(b"\0")[0].decode(errors="replace")}
-        displaced = f"{event['displaced_comm']}[{event['displaced_pid']}]" if event["displaced_pid"] else "nothing"
-        journal_send({
-            "MESSAGE": f"bpfoom policy {policy['policy_name']} selected {event['comm']}[{event['pid']}] "
-                       f"(cgroup {event['cgroup_id']}), displacing {displaced}",
-            "PRIORITY": 5, "SYSLOG_IDENTIFIER": "bpfoom",
+        if size < ctypes.sizeof(Event):
+            return 0
+        event, policy = Event.from_address(data), state["policy"]
+        comm, displaced_comm = _text(event.comm), _text(event.displaced_comm)
+        displaced = f"{printable(displaced_comm)}[{event.displaced_pid}]" if event.displaced_pid else "nothing"
+        journal_send("selection", {
+            "MESSAGE": f"bpfoom policy {policy['policy_name']} selected {printable(comm)}[{event.pid}] "
+                       f"(cgroup {event.cgroup_id}), displacing {displaced}",
+            "PRIORITY": 5,
             "BPFOOM_POLICY_NAME": policy["policy_name"], "BPFOOM_POLICY_HASH": policy["policy_hash"],
-            "BPFOOM_VICTIM_PID": event["pid"], "BPFOOM_VICTIM_COMM": event["comm"],
-            "BPFOOM_VICTIM_CGROUP_ID": event["cgroup_id"], "BPFOOM_VICTIM_RANK": event["rank"],
-            "BPFOOM_DISPLACED_PID": event["displaced_pid"], "BPFOOM_DISPLACED_COMM": event["displaced_comm"],
+            "BPFOOM_VICTIM_PID": event.pid, "BPFOOM_VICTIM_COMM": comm,
+            "BPFOOM_VICTIM_CGROUP_ID": event.cgroup_id, "BPFOOM_VICTIM_RANK": event.rank,
+            "BPFOOM_DISPLACED_PID": event.displaced_pid, "BPFOOM_DISPLACED_COMM": displaced_comm,
         })
         state["count"] += 1
         return 0
@@ -759,7 +835,7 @@ def events(once=False):
         desired = _read(DESIRED_FILE)
         fd = libbpf().bpf_obj_get(os.path.join(PIN_ROOT, desired, "events").encode()) if desired else -1
         if fd >= 0:
-            key = (desired, _info(fd)[1])
+            key = (desired, _object_id(fd, MapInfo))
             if key != ring_key:
                 if ring:
                     libbpf().ring_buffer__free(ring)

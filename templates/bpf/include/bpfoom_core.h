@@ -99,7 +99,8 @@ struct oom_control {
 } __attribute__((preserve_access_index));
 
 /*
- * The layout user space reads (bpfoomctl): keep in step with its parsers.
+ * The layout user space reads: bpfoomctl declares the same types (Identity, Counters,
+ * Event); tests/compile/test_shared_types.py checks both against a compiled policy.
  */
 struct bpfoom_identity {
 	char name[BPFOOM_POLICY_NAME_LEN];

@@ -10,7 +10,8 @@ from .common import LabError, ensure_apt_packages
 
 # What the controller side of the tests needs: BPF objects and the static memhog.
 CONTROLLER_DEPENDENCIES = {"clang": "clang", "/usr/include/bpf/bpf_helpers.h": "libbpf-dev",
-                           "/usr/lib/x86_64-linux-gnu/libc.a": "libc6-dev", "git": "git"}
+                           "/usr/lib/x86_64-linux-gnu/libc.a": "libc6-dev", "git": "git",
+                           "pahole": "dwarves"}     # tests/compile reads the shared structs' layout with it
 
 
 def main(argv=None) -> int:
