@@ -10,7 +10,8 @@ class ModuleDocFragment:
 options:
   agent:
     description:
-      - Options of the agent's unit, as the role's variables C(agent_oom_score_adj) and C(agent_restart_sec).
+      - Options of the agent's unit, as the role's variables C(agent_oom_score_adj), C(agent_restart_sec) and
+        C(agent_metrics_file).
     type: dict
     suboptions:
       oom_score_adj:
@@ -21,6 +22,13 @@ options:
         description: Seconds systemd waits before restarting a crashed agent (0 to 3600).
         type: int
         default: 2
+      metrics_file:
+        description:
+          - The file the agent writes its metrics to, for node_exporter's textfile collector (Prometheus text
+            format, replaced atomically every 10 s). Its directory must exist when the agent starts; an empty
+            value writes no metrics.
+        type: str
+        default: /var/lib/prometheus/node-exporter/bpfoom.prom
   agent_files:
     description:
       - Internal, set by the action plugin; the agent's files, base64-encoded.

@@ -37,7 +37,8 @@ PACKAGE_MANAGERS = (("apt", "/usr/bin/apt-get"), ("dnf", "/usr/bin/dnf"), ("yum"
 C_LOCALE = {"LANG": "C", "LC_ALL": "C"}
 # The agent's options (the role's agent_* variables without the prefix; roles/agent/defaults/main.yml mirrors
 # the defaults, a unit test keeps them in step) and the files the action plugin sends.
-AGENT_OPTIONS = dict(oom_score_adj=dict(type="int", default=-900), restart_sec=dict(type="int", default=2))
+AGENT_OPTIONS = dict(oom_score_adj=dict(type="int", default=-900), restart_sec=dict(type="int", default=2),
+                     metrics_file=dict(type="str", default="/var/lib/prometheus/node-exporter/bpfoom.prom"))
 AGENT_SPEC = dict(agent=dict(type="dict", options=AGENT_OPTIONS), agent_files=dict(type="dict"))
 
 

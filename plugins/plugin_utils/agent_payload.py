@@ -33,6 +33,10 @@ def agent_options(options):
         value = merged[key]
         if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
             raise AnsibleActionFail(f"agent.{key}: {value!r} is not an integer from {low} to {high}")
+    metrics = merged["metrics_file"]
+    if metrics and (not isinstance(metrics, str) or not os.path.isabs(metrics) or any(c in metrics for c in " \n\"'")):
+        raise AnsibleActionFail(f"agent.metrics_file: {metrics!r} is not an absolute path without spaces or quotes "
+                                "(an empty one writes no metrics)")
     return merged
 
 
@@ -46,7 +50,8 @@ def agent_files(action, task_vars, options):
     with open(unit_template) as handle:
         text = trust_as_template(handle.read())
     variables = dict(task_vars, ansible_managed=task_vars.get("ansible_managed", "Ansible managed"),
-                     agent_oom_score_adj=options["oom_score_adj"], agent_restart_sec=options["restart_sec"])
+                     agent_oom_score_adj=options["oom_score_adj"], agent_restart_sec=options["restart_sec"],
+                     agent_metrics_file=options["metrics_file"])
     templar = action._templar.copy_with_new_env(available_variables=variables)
     files["bpfoom.service"] = templar.template(text).encode()
     return {name: base64.b64encode(content).decode() for name, content in files.items()}

@@ -353,6 +353,39 @@ def test_a_process_name_cannot_forge_a_journal_field(lab, agent_lab):
     assert "selected forge\\nPRIO=0[" in entry["MESSAGE"], entry["MESSAGE"]
 
 
+METRICS = "/var/lib/prometheus/node-exporter/bpfoom.prom"
+
+
+def metric(text, name):
+    return float(next(line.split()[-1] for line in text.splitlines() if line.startswith(name + " ")))
+
+
+def wait_for_metrics(host, ready, timeout=30):
+    """The agent's metrics file once ready(text) holds (it is rewritten every 10 s)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        text = fleet.run_on(host, f"cat {METRICS}", check=False).stdout
+        if text and ready(text):
+            return text
+        assert time.monotonic() < deadline, text
+        time.sleep(1)
+
+
+def test_the_agent_writes_metrics_for_node_exporter(lab, agent_lab, hook2_host):
+    host = lab["hook2"]
+    # node_exporter's textfile directory, there before the agent starts (its sandbox makes it writable).
+    fleet.run_on(host, f"install -d -m 0755 {METRICS.rsplit('/', 1)[0]} && systemctl restart bpfoom.service")
+    play(agent_lab, "apply_policy.yml", "hook2", policy=PREFER_B)
+    text = wait_for_metrics(host, lambda text: 'policy_name="prefer_b"' in text)
+    assert 'bpfoom_policy_info{policy_name="prefer_b",policy_hash="' in text and 'mode="enforce"} 1' in text
+    assert metric(text, "bpfoom_hook_present") == 1 and metric(text, "bpfoom_policy_attached") == 1
+    selections = metric(text, "bpfoom_policy_selections_total")
+    assert hook2_host.oom(96, [("hog_a", 60), ("hog_b", 10), ("hog_c", 28)])["victim"] == "hog_b"
+    text = wait_for_metrics(host, lambda text: metric(text, "bpfoom_policy_selections_total") > selections)
+    assert metric(text, "bpfoom_events_logged_total") >= 1
+    assert fleet.run_on(host, f"stat -c %a {METRICS}").stdout.strip() == "644"       # node_exporter reads it
+
+
 def test_stop_detaches_and_start_reapplies(lab, agent_lab):
     host = lab["hook2"]
     play(agent_lab, "apply_policy.yml", "hook2", policy=PREFER_B)

@@ -10,7 +10,9 @@
                                policy after a crash of the agent or during a restart
   bpfoomctl rollback           re-apply the last policy that verified before the current one
   bpfoomctl status             what the kernel holds: hook, links, programs, policy names, counters
-  bpfoomctl events [--once]    one journal entry per task the policy selected
+  bpfoomctl events [--once] [--metrics-file=PATH]
+                               one journal entry per task the policy selected; every 10 s, the
+                               metrics for node_exporter's textfile collector in PATH
 
 Every command prints JSON on stdout. Python standard library and libbpf1
 (through ctypes) only: no compiler, no headers, no bcc on the host.
@@ -777,6 +779,60 @@ def _move_pins(held):
     return moved
 
 
+# --- metrics ---------------------------------------------------------------
+
+METRICS_EVERY_S = 10
+
+
+def _label(value):
+    return str(value).replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def metrics_text(view, hook, events_logged, now):
+    """The agent's metrics in Prometheus' text format. view: managed_status()."""
+    policy = view["attached_policy"]
+    attached = next((p for p in view["policies"] if p["attached"]), {})
+    lines = [
+        "# HELP bpfoom_agent_up 1 while the bpfoom agent runs (stale file: see bpfoom_metrics_updated_seconds).",
+        "# TYPE bpfoom_agent_up gauge", "bpfoom_agent_up 1",
+        "# HELP bpfoom_metrics_updated_seconds When the agent last wrote these metrics (Unix time).",
+        "# TYPE bpfoom_metrics_updated_seconds gauge", f"bpfoom_metrics_updated_seconds {now:.0f}",
+        "# HELP bpfoom_hook_present 1 when the kernel carries the BPF OOM hook.",
+        "# TYPE bpfoom_hook_present gauge", f"bpfoom_hook_present {int(hook)}",
+        "# HELP bpfoom_policy_attached 1 when a bpfoom policy is attached to the hook.",
+        "# TYPE bpfoom_policy_attached gauge", f"bpfoom_policy_attached {int(policy is not None)}",
+        "# HELP bpfoom_events_logged_total Selections the agent wrote to the journal since it started.",
+        "# TYPE bpfoom_events_logged_total counter", f"bpfoom_events_logged_total {events_logged}",
+    ]
+    if policy:
+        lines += [
+            "# HELP bpfoom_policy_info The attached policy: its name, hash and mode.",
+            "# TYPE bpfoom_policy_info gauge",
+            f'bpfoom_policy_info{{policy_name="{_label(policy["policy_name"])}",'
+            f'policy_hash="{_label(policy["policy_hash"])}",mode="enforce"}} 1',
+            "# HELP bpfoom_policy_evaluations_total Candidates the attached policy ranked since it was attached.",
+            "# TYPE bpfoom_policy_evaluations_total counter",
+            f"bpfoom_policy_evaluations_total {attached.get('evaluations') or 0}",
+            "# HELP bpfoom_policy_selections_total Times the attached policy selected a candidate since it was attached.",
+            "# TYPE bpfoom_policy_selections_total counter",
+            f"bpfoom_policy_selections_total {attached.get('selections') or 0}",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def write_metrics(path, text):
+    """Replace the metrics file whole (a temporary file in the same directory, then a rename): the
+    collector never reads half a file. False when it cannot be written (no directory, read-only)."""
+    try:
+        with open(path + ".tmp", "w") as handle:
+            handle.write(text)
+        os.chmod(path + ".tmp", 0o644)          # node_exporter does not run as root
+        os.replace(path + ".tmp", path)
+    except OSError:
+        return False
+    return True
+
+
 # --- events ----------------------------------------------------------------
 
 def journal_payload(fields):
@@ -803,8 +859,8 @@ def journal_send(kind, fields):
         sock.sendto(journal_payload(fields), JOURNAL_SOCKET)
 
 
-def events(once=False):
-    """Follow the attached policy's ring buffer; re-open it when the policy changes."""
+def events(once=False, metrics_file=None):
+    """Follow the attached policy's ring buffer; re-open it when the policy changes; write the metrics."""
     callback_type = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t)
     state = {"policy": None, "count": 0}
 
@@ -828,9 +884,18 @@ def events(once=False):
 
     callback = callback_type(handle)
     ring, ring_key, ring_fd, pins = None, None, -1, None
+    hook, metrics_due, metrics_failed = not missing_hook_functions(), 0.0, False
     while True:
         if not once:
             pins = guard_pins(pins)
+        if metrics_file and time.monotonic() >= metrics_due:
+            metrics_due = time.monotonic() + METRICS_EVERY_S
+            view = managed_status() if hook else {"attached_policy": None, "policies": []}
+            written = write_metrics(metrics_file, metrics_text(view, hook, state["count"], time.time()))
+            if not written and not metrics_failed:
+                print(f"bpfoomctl: cannot write {metrics_file} (its directory must exist when the agent starts): "
+                      "no metrics", file=sys.stderr)
+            metrics_failed = not written
         # Cheap to poll: a new policy (or the same one attached anew) shows as another events map.
         desired = _read(DESIRED_FILE)
         fd = libbpf().bpf_obj_get(os.path.join(PIN_ROOT, desired, "events").encode()) if desired else -1
@@ -870,7 +935,8 @@ def main(argv):
         if command == "apply":
             result = apply(args[1])
         elif command == "events":
-            result = events(once="--once" in argv)
+            metrics = [arg.split("=", 1)[1] for arg in argv if arg.startswith("--metrics-file=")]
+            result = events(once="--once" in argv, metrics_file=metrics[-1] if metrics else None)
         else:
             result = {"boot": boot, "detach": detach, "stop": stop, "rollback": rollback, "status": status}[command]()
     except OSError as error:

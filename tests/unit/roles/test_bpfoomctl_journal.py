@@ -47,3 +47,18 @@ def test_every_kind_of_entry_has_its_own_message_id():
 ])
 def test_the_kernel_info_types_have_the_uapi_offsets(structure, field, offset):
     assert getattr(structure, field).offset == offset
+
+
+def test_metrics_name_the_attached_policy_and_escape_its_labels(tmp_path):
+    view = {"attached_policy": {"policy_name": 'we"b', "policy_hash": "ab" * 32},
+            "policies": [{"attached": True, "evaluations": 12, "selections": 1}]}
+    text = bpfoomctl.metrics_text(view, True, 3, 1700000000.4)
+    assert f'bpfoom_policy_info{{policy_name="we\\"b",policy_hash="{"ab" * 32}",mode="enforce"}} 1' in text
+    assert "\nbpfoom_policy_evaluations_total 12\n" in text and "\nbpfoom_events_logged_total 3\n" in text
+    none = bpfoomctl.metrics_text({"attached_policy": None, "policies": []}, False, 0, 1700000000)
+    assert "bpfoom_policy_attached 0" in none and "bpfoom_hook_present 0" in none and "policy_info" not in none
+    path = tmp_path / "bpfoom.prom"
+    assert bpfoomctl.write_metrics(str(path), text) and path.read_text() == text
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bpfoom.prom"]            # no temporary file left
+    assert oct(path.stat().st_mode & 0o777) == "0o644"
+    assert not bpfoomctl.write_metrics(str(tmp_path / "missing" / "bpfoom.prom"), text)
