@@ -56,7 +56,7 @@ def run_playbook(playbook, inventory, *extra, results_dir, timeout=900, command=
     counted by callback_plugins/remote_executions.py.
     command="ansible" runs an ad-hoc command instead (extra: its arguments).
     during=(text, action): call action(process) once the output has a line containing text (a fault to
-    inject into the run: a power cycle, a Ctrl-C); the run has its own process group, as a terminal's job.
+    inject into the run, such as a Ctrl-C); the run has its own process group, as a terminal's job.
     """
     results = Path(results_dir) / "results.json"
     executions = Path(results_dir) / "executions.log"

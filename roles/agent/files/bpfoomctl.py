@@ -60,7 +60,7 @@ MESSAGE_IDS = {
 # --- the structures shared with the kernel and with the policy -------------
 # What the policy's BPF C declares (templates/bpf/include/bpfoom_core.h) and what the kernel's UAPI
 # declares (linux/bpf.h), as types: read by field, never at byte offsets. tests/compile checks the
-# first three against the BTF of a compiled policy.
+# first three against a compiled policy (tests/compile/test_shared_types.py).
 
 BPFOOM_POLICY_NAME_LEN = 16
 BPFOOM_COMM_LEN = 16
@@ -390,19 +390,27 @@ def _read(path):
         return None
 
 
-def _write(path, text):
-    """Replace a state file whole: a failed write (a full disk) leaves the old content."""
-    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+def replace_file(path, text, mode=0o600, durable=True):
+    """Replace a file whole (a temporary file beside it, then a rename): a reader never sees half of it,
+    and a failed write (a full disk) leaves the old content and no temporary file."""
     try:
         with open(path + ".tmp", "w") as handle:
-            handle.write(text + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
+            handle.write(text)
+            if durable:
+                handle.flush()
+                os.fsync(handle.fileno())
+        os.chmod(path + ".tmp", mode)
+        os.replace(path + ".tmp", path)
     except OSError as error:
         if os.path.exists(path + ".tmp"):
             os.unlink(path + ".tmp")
         raise OSError(error.errno, error.strerror, error.filename or path) from error
-    os.replace(path + ".tmp", path)
+
+
+def _write(path, text):
+    """A state file: what boot re-applies, the last known good policies."""
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    replace_file(path, text + "\n")
 
 
 def _good_list():
@@ -530,11 +538,15 @@ def load_and_pin(policy_dir, manifest, pin_dir):
     return notes
 
 
-def unpin(pin_dir):
-    if os.path.isdir(pin_dir):
-        for name in os.listdir(pin_dir):
-            os.unlink(os.path.join(pin_dir, name))
-        os.rmdir(pin_dir)
+def remove_flat_dir(path):
+    """Remove a directory of plain entries (a policy's pins, a stored copy), if it is there."""
+    if os.path.isdir(path):
+        for name in os.listdir(path):
+            os.unlink(os.path.join(path, name))
+        os.rmdir(path)
+
+
+unpin = remove_flat_dir                    # unpinning a policy's links and maps detaches them
 
 
 def pinned_view(policy_hash):
@@ -594,10 +606,7 @@ def store(policy_dir, manifest):
         return target
     os.makedirs(POLICY_STORE, mode=0o700, exist_ok=True)
     staging = target + ".new"
-    if os.path.isdir(staging):
-        for name in os.listdir(staging):
-            os.unlink(os.path.join(staging, name))
-        os.rmdir(staging)
+    remove_flat_dir(staging)
     try:
         os.makedirs(staging, mode=0o700)
         for name in ("policy.bpf.o", "manifest.json"):
@@ -607,12 +616,9 @@ def store(policy_dir, manifest):
                 copy.flush()
                 os.fsync(copy.fileno())
     except OSError as error:
-        unpin(staging)                     # (any directory of plain files) no half-written copy stays
+        remove_flat_dir(staging)           # no half-written copy stays
         raise OSError(error.errno, error.strerror, error.filename or staging) from error
-    if os.path.isdir(target):
-        for name in os.listdir(target):
-            os.unlink(os.path.join(target, name))
-        os.rmdir(target)
+    remove_flat_dir(target)
     os.rename(staging, target)
     return target
 
@@ -821,13 +827,10 @@ def metrics_text(view, hook, events_logged, now):
 
 
 def write_metrics(path, text):
-    """Replace the metrics file whole (a temporary file in the same directory, then a rename): the
-    collector never reads half a file. False when it cannot be written (no directory, read-only)."""
+    """The metrics file, replaced whole (the collector never reads half of it), readable by node_exporter
+    (not root); rewritten every 10 s, so not worth an fsync. False when it cannot be written."""
     try:
-        with open(path + ".tmp", "w") as handle:
-            handle.write(text)
-        os.chmod(path + ".tmp", 0o644)          # node_exporter does not run as root
-        os.replace(path + ".tmp", path)
+        replace_file(path, text, mode=0o644, durable=False)
     except OSError:
         return False
     return True
