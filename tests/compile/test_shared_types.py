@@ -18,7 +18,8 @@ sys.path.insert(0, str(AGENT_FILES))
 import bpfoomctl  # noqa: E402
 
 SHARED = {"bpfoom_identity": bpfoomctl.Identity, "bpfoom_counters": bpfoomctl.Counters,
-          "bpfoom_event": bpfoomctl.Event}
+          "bpfoom_event": bpfoomctl.Event, "bpfoom_shadow_record": bpfoomctl.ShadowRecord,
+          "bpfoom_candidate": bpfoomctl.Candidate}
 
 
 def btf_layout(obj, struct):

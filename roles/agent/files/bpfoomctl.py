@@ -2,7 +2,10 @@
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """bpfoomctl: attach, verify and inspect this host's BPF OOM policy.
 
-  bpfoomctl apply POLICY_DIR   attach POLICY_DIR/policy.bpf.o (checked against its manifest.json),
+  bpfoomctl apply [--mode=shadow] POLICY_DIR
+                               attach POLICY_DIR/policy.bpf.o (checked against its manifest.json) in
+                               enforce mode (it picks the victim; kernels with the hook) or shadow
+                               mode (it only records what it would have picked; any kernel with BTF),
                                then detach the previous policy (make-before-break)
   bpfoomctl boot               re-apply the desired policy (the systemd unit's start)
   bpfoomctl detach             detach every bpfoom policy: the kernel's own choice again
@@ -10,9 +13,14 @@
                                policy after a crash of the agent or during a restart
   bpfoomctl rollback           re-apply the last policy that verified before the current one
   bpfoomctl status             what the kernel holds: hook, links, programs, policy names, counters
+  bpfoomctl explain [--cgroup=PATH] [--top=N] [POLICY_DIR]
+                               which process the policy (the desired one, or POLICY_DIR's, not
+                               attached) would kill in an OOM now, global or of cgroup PATH, and
+                               which one the kernel would kill without it; changes nothing
   bpfoomctl events [--once] [--metrics-file=PATH]
-                               one journal entry per task the policy selected; every 10 s, the
-                               metrics for node_exporter's textfile collector in PATH
+                               one journal entry per task the policy selected (per OOM in shadow
+                               mode); every 10 s, the metrics for node_exporter's textfile
+                               collector in PATH
 
 Every command prints JSON on stdout. Python standard library and libbpf1
 (through ctypes) only: no compiler, no headers, no bcc on the host.
@@ -42,9 +50,22 @@ LOCK_FILE = os.path.join(STATE_DIR, "lock")
 JOURNAL_SOCKET = "/run/systemd/journal/socket"
 
 HOOK_FUNCTIONS = ("bpf_oom_evaluate_task", "bpf_set_policy_name", "set_oom_policy_name")
-PROGRAM_PINS = {"bpfoom_evaluate_task": "evaluate", "bpfoom_set_policy_name": "name"}
-EXPECTED_LINKS = {"evaluate": ("modify_return", "bpf_oom_evaluate_task"),
-                  "name": ("trace_fentry", "bpf_set_policy_name")}
+# The programs of each mode of a policy (templates/bpf/frame.bpf.c.j2): program -> (pin, attach type, target).
+# A policy is attached in a mode when the kernel holds every link of that mode, on those functions.
+MODES = {
+    "enforce": {"bpfoom_evaluate_task": ("evaluate", "modify_return", "bpf_oom_evaluate_task"),
+                "bpfoom_set_policy_name": ("name", "trace_fentry", "bpf_set_policy_name")},
+    "shadow": {"bpfoom_shadow_oom_start": ("oom_start", "trace_fentry", "out_of_memory"),
+               "bpfoom_shadow_candidate": ("candidate", "trace_fexit", "oom_badness"),
+               "bpfoom_shadow_kill": ("kill", "trace_fentry", "oom_kill_process"),
+               "bpfoom_shadow_oom_end": ("oom_end", "trace_fexit", "out_of_memory")},
+}
+# The ring buffer each mode reads, pinned beside its links.
+MODE_EVENTS = {"enforce": "bpfoom_events", "shadow": "bpfoom_shadow_events"}
+SHADOW_FUNCTIONS = ("out_of_memory", "oom_badness", "oom_kill_process")
+TRACED_FUNCTIONS = HOOK_FUNCTIONS + SHADOW_FUNCTIONS
+EXPLAIN_PROGRAM = "bpfoom_explain"
+SHADOW_SUFFIX = "-shadow"           # pins of a policy in shadow mode: PIN_ROOT/<hash>-shadow (bpffs refuses dots)
 ATTACH_TYPES = {24: "trace_fentry", 25: "trace_fexit", 26: "modify_return"}
 BTF_KIND_FUNC = 12
 BPF_FS_MAGIC = 0xCAFE4A11
@@ -54,6 +75,7 @@ LIBBPF_MIN = (1, 0)
 MESSAGE_IDS = {
     "selection": "3f9d5c1e8a2b4f6d9e0c7a1b2d3e4f50",     # the policy selected a task (it replaced oc->chosen)
     "pins_moved": "7a4e2c9b1d8f4e3a8b6c5d4e3f2a1b09",    # bpffs was unmounted under the policy; pins moved
+    "shadow": "ae88e7a08fc5414d9acc8d0ab4a2b9a4",        # a shadow policy's verdict on one OOM
 }
 
 
@@ -73,7 +95,9 @@ class Identity(ctypes.Structure):
 
 class Counters(ctypes.Structure):
     """struct bpfoom_counters, in the policy's .data.counters map."""
-    _fields_ = [("evaluations", ctypes.c_uint64), ("selections", ctypes.c_uint64)]
+    _fields_ = [(name, ctypes.c_uint64) for name in (
+        "evaluations", "selections", "ooms",
+        "shadow_agree", "shadow_disagree", "shadow_no_victim", "shadow_not_comparable")]
 
 
 class Event(ctypes.Structure):
@@ -82,6 +106,29 @@ class Event(ctypes.Structure):
                 ("rank", ctypes.c_int32), ("displaced_rank", ctypes.c_int32),
                 ("cgroup_id", ctypes.c_uint64),
                 ("comm", ctypes.c_char * BPFOOM_COMM_LEN), ("displaced_comm", ctypes.c_char * BPFOOM_COMM_LEN)]
+
+
+class ShadowRecord(ctypes.Structure):
+    """struct bpfoom_shadow_record: one per OOM a shadow policy saw, from its bpfoom_shadow_events ring buffer."""
+    _fields_ = [("outcome", ctypes.c_uint32), ("memcg", ctypes.c_uint32), ("candidates", ctypes.c_uint32),
+                ("policy_pid", ctypes.c_uint32), ("policy_rank", ctypes.c_int32), ("kernel_pid", ctypes.c_uint32),
+                ("policy_cgroup_id", ctypes.c_uint64), ("kernel_cgroup_id", ctypes.c_uint64),
+                ("policy_comm", ctypes.c_char * BPFOOM_COMM_LEN), ("kernel_comm", ctypes.c_char * BPFOOM_COMM_LEN)]
+
+
+# enum bpfoom_shadow_outcome: the metric's outcome label, and what the journal entry says.
+SHADOW_OUTCOMES = {1: ("agree", None), 2: ("disagree", None), 3: ("no_victim", None),
+                   4: ("not_comparable", "the kernel took a task marked to die first (oom_task_origin)"),
+                   5: ("not_comparable", "the scan stopped: an earlier victim is still dying"),
+                   6: ("not_comparable", "the kernel chose without a scan (oom_kill_allocating_task, "
+                                         "or the allocating task was exiting)")}
+
+
+class Candidate(ctypes.Structure):
+    """struct bpfoom_candidate: one task as the policy's iter/task program (explain) ranks it."""
+    _fields_ = [("pid", ctypes.c_uint32), ("rank", ctypes.c_int32), ("oom_score_adj", ctypes.c_int32),
+                ("_pad", ctypes.c_uint32), ("cgroup_id", ctypes.c_uint64), ("start_time", ctypes.c_uint64),
+                ("comm", ctypes.c_char * BPFOOM_COMM_LEN)]
 
 
 class LinkInfo(ctypes.Structure):
@@ -138,7 +185,11 @@ def _load_libbpf():
         ("bpf_object__open_file", vp, [cp, vp]), ("bpf_object__load", ctypes.c_int, [vp]),
         ("bpf_object__close", None, [vp]),
         ("bpf_object__next_program", vp, [vp, vp]), ("bpf_program__name", cp, [vp]),
+        ("bpf_object__find_program_by_name", vp, [vp, cp]),
+        ("bpf_program__set_autoload", ctypes.c_int, [vp, ctypes.c_bool]),
         ("bpf_program__attach", vp, [vp]), ("bpf_link__pin", ctypes.c_int, [vp, cp]),
+        ("bpf_program__attach_iter", vp, [vp, vp]), ("bpf_link__fd", ctypes.c_int, [vp]),
+        ("bpf_link__destroy", ctypes.c_int, [vp]), ("bpf_iter_create", ctypes.c_int, [ctypes.c_int]),
         ("bpf_object__find_map_by_name", vp, [vp, cp]), ("bpf_map__fd", ctypes.c_int, [vp]),
         ("bpf_map__pin", ctypes.c_int, [vp, cp]),
         ("bpf_map_update_elem", ctypes.c_int, [ctypes.c_int, vp, vp, ctypes.c_uint64]),
@@ -220,12 +271,29 @@ def vmlinux_btf():
     return _VMLINUX_BTF[0]
 
 
-def missing_hook_functions():
+def missing_functions(names):
+    """Those of names the kernel's BTF does not have as functions (so nothing can attach to them)."""
     btf = vmlinux_btf()
     if not btf:
-        return list(HOOK_FUNCTIONS)
-    return [name for name in HOOK_FUNCTIONS
-            if libbpf().btf__find_by_name_kind(btf, name.encode(), BTF_KIND_FUNC) < 0]
+        return list(names)
+    return [name for name in names if libbpf().btf__find_by_name_kind(btf, name.encode(), BTF_KIND_FUNC) < 0]
+
+
+def missing_hook_functions():
+    return missing_functions(HOOK_FUNCTIONS)
+
+
+def missing_for_mode(mode):
+    """What this kernel lacks to run a policy in mode, as a sentence, or None."""
+    if mode == "enforce":
+        missing = missing_hook_functions()
+        return missing and (f"this kernel ({os.uname().release}) has no BPF OOM hook: {', '.join(missing)} "
+                            "not in its BTF; boot a kernel carrying the bpf_oom_evaluate_task series, "
+                            "or run the policy in shadow mode")
+    missing = missing_functions(SHADOW_FUNCTIONS)
+    return missing and (f"this kernel ({os.uname().release}) cannot run a shadow policy: {', '.join(missing)} "
+                        "not in its BTF (inlined or built without CONFIG_DEBUG_INFO_BTF), so nothing can "
+                        "observe its OOMs there")
 
 
 def bpffs_mounted():
@@ -288,7 +356,7 @@ def program_info(prog_id):
                 elif map_name == ".data.counters":
                     counters = _read_map_value(map_fd, map_info, Counters)
                     if counters:
-                        result.update(evaluations=counters.evaluations, selections=counters.selections)
+                        result.update((name, getattr(counters, name)) for name, _type in Counters._fields_)
             finally:
                 os.close(map_fd)
         return result
@@ -297,7 +365,8 @@ def program_info(prog_id):
 
 
 def hook_links(btf):
-    """Every link attached to the hook, ours or not, from the kernel's list of links."""
+    """Every link attached to the hook, ours or not, and every bpfoom program's link on the functions shadow
+    mode observes, from the kernel's list of links."""
     links, next_id = [], ctypes.c_uint32(0)
     while libbpf().bpf_link_get_next_id(next_id.value, ctypes.byref(next_id)) == 0:
         fd = libbpf().bpf_link_get_fd_by_id(next_id.value)
@@ -307,25 +376,28 @@ def hook_links(btf):
             info = link_info(fd, btf)
         finally:
             os.close(fd)
-        if info["target"] in HOOK_FUNCTIONS:
+        if info["target"] in HOOK_FUNCTIONS or (
+                info["target"] in SHADOW_FUNCTIONS and program_info(info["prog_id"]).get("policy_hash")):
             links.append(info)
     return links
 
 
+def pin_key(policy_hash, mode):
+    """Where a policy in a mode is pinned (PIN_ROOT/<key>), and what the state files name: its hash, with
+    SHADOW_SUFFIX in shadow mode. The same policy in both modes is two keys: a switch is make-before-break."""
+    return policy_hash + (SHADOW_SUFFIX if mode == "shadow" else "")
+
+
+def split_key(key):
+    """(policy hash, mode) of a pin key."""
+    if key.endswith(SHADOW_SUFFIX):
+        return key[:-len(SHADOW_SUFFIX)], "shadow"
+    return key, "enforce"
+
+
 def pinned_policies():
-    """{policy hash: {pin role: link id}} of the policies this agent pinned."""
-    result = {}
-    if not os.path.isdir(PIN_ROOT):
-        return result
-    for policy_hash in sorted(os.listdir(PIN_ROOT)):
-        pins = {}
-        for role in EXPECTED_LINKS:
-            fd = libbpf().bpf_obj_get(os.path.join(PIN_ROOT, policy_hash, role).encode())
-            if fd >= 0:
-                pins[role] = _object_id(fd, LinkInfo)
-                os.close(fd)
-        result[policy_hash] = pins
-    return result
+    """The pin keys of the policies this agent pinned."""
+    return sorted(os.listdir(PIN_ROOT)) if os.path.isdir(PIN_ROOT) else []
 
 
 def desired_problem():
@@ -334,32 +406,32 @@ def desired_problem():
     if not desired:
         return None
     try:
-        read_manifest(policy_dir_of(desired))
+        read_manifest(policy_dir_of(split_key(desired)[0]))
     except Failure as failure:
         return str(failure)
     return None
 
 
 def status():
-    missing = missing_hook_functions()
+    missing, missing_shadow = missing_hook_functions(), missing_functions(SHADOW_FUNCTIONS)
     report = {
         "kernel_release": os.uname().release,
         "hook": not missing,
         "hook_functions": {name: name not in missing for name in HOOK_FUNCTIONS},
         "bpffs": bpffs_mounted(),
         "libbpf_version": "%d.%d" % libbpf_version(),
-        "desired_hash": _read(DESIRED_FILE),
+        "desired_hash": split_key(_read(DESIRED_FILE) or "")[0] or None,
+        "desired_mode": split_key(_read(DESIRED_FILE))[1] if _read(DESIRED_FILE) else None,
+        "shadow_functions": {name: name not in missing_shadow for name in SHADOW_FUNCTIONS},
         "desired_problem": desired_problem(),
         "last_known_good": _good_list(),
         "rollback_target": rollback_target(),
         "attached_policy": None,
         "policies": [],
     }
-    if missing:
-        return report
     btf = vmlinux_btf()
     if not btf:
-        raise Failure(3, "this kernel exposes no BTF (/sys/kernel/btf/vmlinux): it cannot run BPF OOM policies")
+        return report                       # no BTF: nothing can be attached, by the agent or anyone
     managed = managed_status()
     ours = {link["link_id"] for policy in managed["policies"] for link in policy["links"]}
     # Links on the hook that are not pinned where this agent pins: the desired policy while bpffs is
@@ -368,14 +440,15 @@ def status():
     for link in hook_links(btf):
         if link["link_id"] not in ours:
             prog = program_info(link["prog_id"])
-            managed_here = prog.get("policy_hash") == report["desired_hash"]
-            entry = unpinned.setdefault((prog.get("policy_hash"), managed_here or link["link_id"]), {
-                "policy_name": prog.get("policy_name"), "policy_hash": prog.get("policy_hash"),
+            mode = "enforce" if link["target"] in HOOK_FUNCTIONS else "shadow"
+            managed_here = (prog.get("policy_hash"), mode) == (report["desired_hash"], report["desired_mode"])
+            entry = unpinned.setdefault((prog.get("policy_hash"), mode, managed_here or link["link_id"]), {
+                "policy_name": prog.get("policy_name"), "policy_hash": prog.get("policy_hash"), "mode": mode,
                 "managed": managed_here, "pinned": False, "attached": True, "links": []})
             entry["links"].append(dict(link, tag=prog.get("tag")))
     attached = managed["attached_policy"] or next(
-        ({"policy_name": p["policy_name"], "policy_hash": p["policy_hash"]} for p in unpinned.values() if p["managed"]),
-        None)
+        ({"policy_name": p["policy_name"], "policy_hash": p["policy_hash"], "mode": p["mode"]}
+         for p in unpinned.values() if p["managed"]), None)
     report.update(attached_policy=attached, policies=managed["policies"] + list(unpinned.values()))
     return report
 
@@ -453,11 +526,10 @@ def read_manifest(policy_dir):
     return manifest
 
 
-def preflight():
-    missing = missing_hook_functions()
+def preflight(mode):
+    missing = missing_for_mode(mode)
     if missing:
-        raise Failure(3, f"this kernel ({os.uname().release}) has no BPF OOM hook: {', '.join(missing)} "
-                         "not in its BTF; boot a kernel carrying the bpf_oom_evaluate_task series")
+        raise Failure(3, missing)
     if not bpffs_mounted():
         raise Failure(7, f"bpffs is not mounted on {BPFFS}: mount it (mount -t bpf bpf {BPFFS}) "
                          "or let systemd do it (sys-fs-bpf.mount)")
@@ -504,33 +576,47 @@ def _verifier_tail(lines=25):
     return "\n".join(text[-lines:])
 
 
-def load_and_pin(policy_dir, manifest, pin_dir):
-    """Load the object, fill its host parameters, attach both programs and pin the links."""
+def open_policy(policy_dir, manifest, programs):
+    """Open and load the policy's object with only the named programs (the rest are not even verified), and
+    fill its host inputs. Returns (object, notes); the caller closes the object."""
     lib = libbpf()
     del LIBBPF_LOG[:]
     obj = lib.bpf_object__open_file(os.path.join(policy_dir, "policy.bpf.o").encode(), None)
     if not obj:
         raise Failure(1, f"libbpf cannot open {policy_dir}/policy.bpf.o: {_errno_text()}\n{_verifier_tail()}")
     try:
+        found, prog = set(), lib.bpf_object__next_program(obj, None)
+        while prog:
+            name = lib.bpf_program__name(prog).decode()
+            found.add(name)
+            lib.bpf_program__set_autoload(prog, name in programs)
+            prog = lib.bpf_object__next_program(obj, prog)
+        if set(programs) - found:
+            raise Failure(1, f"policy {manifest['name']!r} has no program {', '.join(sorted(set(programs) - found))}: "
+                             "it was built by an older bpfoom.fleet; build and roll it out again")
         if lib.bpf_object__load(obj) != 0:
             raise Failure(4, f"the kernel's verifier rejected policy {manifest['name']!r} "
                              f"({_errno_text()}); last lines of its log:\n{_verifier_tail()}")
-        notes = fill_host_inputs(obj, manifest)
+        return obj, fill_host_inputs(obj, manifest)
+    except BaseException:
+        lib.bpf_object__close(obj)
+        raise
+
+
+def load_and_pin(policy_dir, manifest, pin_dir, mode):
+    """Load the programs of mode, attach them and pin their links and their ring buffer in pin_dir."""
+    lib = libbpf()
+    obj, notes = open_policy(policy_dir, manifest, MODES[mode])
+    try:
         os.makedirs(pin_dir, mode=0o700)
-        prog = lib.bpf_object__next_program(obj, None)
-        while prog:
-            name = lib.bpf_program__name(prog).decode()
-            role = PROGRAM_PINS.get(name)
-            if role is None:
-                raise Failure(1, f"unexpected program {name} in the policy: it was not built by bpfoom.fleet")
-            link = lib.bpf_program__attach(prog)
+        for name, (role, _attach_type, _target) in MODES[mode].items():
+            link = lib.bpf_program__attach(lib.bpf_object__find_program_by_name(obj, name.encode()))
             if not link:
                 raise Failure(1, f"attaching {name} failed: {_errno_text()}\n{_verifier_tail()}")
             if lib.bpf_link__pin(link, os.path.join(pin_dir, role).encode()) != 0:
                 raise Failure(1, f"pinning {name} in {pin_dir} failed: {_errno_text()}")
-            prog = lib.bpf_object__next_program(obj, prog)
-        events = lib.bpf_object__find_map_by_name(obj, b"bpfoom_events")
-        if events and lib.bpf_map__pin(events, os.path.join(pin_dir, "events").encode()) != 0:
+        events = lib.bpf_object__find_map_by_name(obj, MODE_EVENTS[mode].encode())
+        if not events or lib.bpf_map__pin(events, os.path.join(pin_dir, "events").encode()) != 0:
             raise Failure(1, f"pinning the events map failed: {_errno_text()}")
     finally:
         # Pinned links stay attached; closing the object drops only this process's references.
@@ -549,36 +635,44 @@ def remove_flat_dir(path):
 unpin = remove_flat_dir                    # unpinning a policy's links and maps detaches them
 
 
-def pinned_view(policy_hash):
-    """One pinned policy as the kernel holds it: its links and the identity in its program's maps."""
-    btf = vmlinux_btf()
+def pinned_view(key):
+    """One pinned policy as the kernel holds it: its links and the identity in its programs' maps."""
+    btf, (_hash, mode) = vmlinux_btf(), split_key(key)
     links = {}
-    for role in EXPECTED_LINKS:
-        fd = libbpf().bpf_obj_get(os.path.join(PIN_ROOT, policy_hash, role).encode())
+    for role, attach_type, target in MODES[mode].values():
+        fd = libbpf().bpf_obj_get(os.path.join(PIN_ROOT, key, role).encode())
         if fd >= 0:
             links[role] = link_info(fd, btf)
             os.close(fd)
-    identity = program_info(links["evaluate"]["prog_id"]) if "evaluate" in links else {}
-    return {"policy_name": identity.get("policy_name"), "policy_hash": identity.get("policy_hash"),
+    identity = {}                           # a program holds only the maps it uses: the counters are in some
+    for link in links.values():             # of them, so every program of the policy is read
+        identity.update((key, value) for key, value in program_info(link["prog_id"]).items()
+                        if identity.get(key) is None)
+    view = {"policy_name": identity.get("policy_name"), "policy_hash": identity.get("policy_hash"), "mode": mode,
             "managed": True, "pinned": True, "links": [dict(link, tag=identity.get("tag")) for link in links.values()],
-            "attached": all(role in links and (links[role]["attach_type"], links[role]["target"]) == expected
-                            for role, expected in EXPECTED_LINKS.items()),
-            "evaluations": identity.get("evaluations"), "selections": identity.get("selections")}
+            "attached": all(role in links and (links[role]["attach_type"], links[role]["target"]) == (attach_type, target)
+                            for role, attach_type, target in MODES[mode].values())}
+    view.update((name, identity.get(name)) for name, _type in Counters._fields_)
+    return view
+
+
+def identity_of(view):
+    return {"policy_name": view["policy_name"], "policy_hash": view["policy_hash"], "mode": view["mode"]}
 
 
 def managed_status():
     """The agent's own policies, read from the kernel through their pins (cheaper than status())."""
-    views = [pinned_view(policy_hash) for policy_hash in pinned_policies()]
+    views = [pinned_view(key) for key in pinned_policies()]
     attached = [view for view in views if view["attached"]]
-    return {"attached_policy": ({"policy_name": attached[-1]["policy_name"], "policy_hash": attached[-1]["policy_hash"]}
-                                if attached else None), "policies": views}
+    return {"attached_policy": identity_of(attached[-1]) if attached else None, "policies": views}
 
 
-def verify(policy_hash, manifest):
-    """The kernel holds both links of this policy, on the right functions, with the right name and hash."""
-    view = pinned_view(policy_hash)
+def verify(key, manifest):
+    """The kernel holds every link of this policy's mode, on the right functions, with the right name and hash."""
+    view, (policy_hash, mode) = pinned_view(key), split_key(key)
     if not view["attached"]:
-        raise Failure(1, f"policy {manifest['name']} is only partly attached: {[l['target'] for l in view['links']]}")
+        raise Failure(1, f"policy {manifest['name']} ({mode}) is only partly attached: "
+                         f"{[l['target'] for l in view['links']]}")
     if (view["policy_name"], view["policy_hash"]) != (manifest["name"], policy_hash):
         raise Failure(1, f"the kernel reports {view['policy_name']!r} ({view['policy_hash']}), "
                          f"expected {manifest['name']!r} ({policy_hash})")
@@ -623,26 +717,27 @@ def store(policy_dir, manifest):
     return target
 
 
-def apply(policy_dir):
+def apply(policy_dir, mode="enforce"):
     manifest = read_manifest(policy_dir)
     policy_hash = manifest["hash"]
+    key = pin_key(policy_hash, mode)
     with Lock():
-        preflight()
+        preflight(mode)
         policy_dir = store(policy_dir, manifest)
         attached = managed_status()["attached_policy"]
-        if attached and attached["policy_hash"] == policy_hash:
-            _write(DESIRED_FILE, policy_hash)
-            others = [h for h in pinned_policies() if h != policy_hash]
+        if attached and pin_key(attached["policy_hash"], attached["mode"]) == key:
+            _write(DESIRED_FILE, key)
+            others = [other for other in pinned_policies() if other != key]
             for other in others:           # leftovers of an interrupted swap
                 unpin(os.path.join(PIN_ROOT, other))
             return {"changed": bool(others), "policy_name": manifest["name"], "policy_hash": policy_hash,
-                    "previous": attached, "notes": ["already attached"], "status": managed_status()}
+                    "mode": mode, "previous": attached, "notes": ["already attached"], "status": managed_status()}
         os.makedirs(PIN_ROOT, mode=0o700, exist_ok=True)
-        pin_dir = os.path.join(PIN_ROOT, policy_hash)
+        pin_dir = os.path.join(PIN_ROOT, key)
         unpin(pin_dir)                     # a half-pinned leftover of this same policy
         try:
-            notes = load_and_pin(policy_dir, manifest, pin_dir)
-            verify(policy_hash, manifest)
+            notes = load_and_pin(policy_dir, manifest, pin_dir, mode)
+            verify(key, manifest)
         except BaseException:
             unpin(pin_dir)                 # nothing half-applied: the previous policy still runs
             raise
@@ -650,19 +745,19 @@ def apply(policy_dir):
         # detaches the new one and leaves the host as it was; a crash in between leaves both attached,
         # and the newest decides.
         try:
-            good = [h for h in _good_list() if h != policy_hash] + [policy_hash]
+            good = [other for other in _good_list() if other != key] + [key]
             _write(GOOD_FILE, " ".join(good[-5:]))
-            _write(DESIRED_FILE, policy_hash)
+            _write(DESIRED_FILE, key)
         except OSError:
             unpin(pin_dir)
             raise
         # Make-before-break: only now, with the new policy attached and verified, the old one goes.
         # (BPFOOM_OVERLAP_HOLD_S holds both attached a while: the lab test that proves it samples here.)
         time.sleep(float(os.environ.get("BPFOOM_OVERLAP_HOLD_S", "0")))
-        others = [other for other in pinned_policies() if other != policy_hash]
+        others = [other for other in pinned_policies() if other != key]
         for other in others:
             unpin(os.path.join(PIN_ROOT, other))
-        return {"changed": True, "policy_name": manifest["name"], "policy_hash": policy_hash,
+        return {"changed": True, "policy_name": manifest["name"], "policy_hash": policy_hash, "mode": mode,
                 "previous": attached, "notes": notes, "status": managed_status()}
 
 
@@ -701,17 +796,18 @@ def policy_dir_of(policy_hash):
 
 
 def rollback_target():
-    """The newest policy that verified here before the desired one and is still stored, or None."""
+    """The newest policy (in its mode) that verified here before the desired one and is still stored, or None."""
     current = _read(DESIRED_FILE)
-    for policy_hash in reversed(_good_list()):
-        if policy_hash != current and os.path.isdir(policy_dir_of(policy_hash)):
+    for key in reversed(_good_list()):
+        policy_hash, mode = split_key(key)
+        if key != current and os.path.isdir(policy_dir_of(policy_hash)):
             # The name only: a damaged copy is still the target, and apply refuses it naming its file.
             try:
                 with open(os.path.join(policy_dir_of(policy_hash), "manifest.json")) as handle:
                     name = json.load(handle)["name"]
             except (OSError, ValueError, KeyError):
                 continue
-            return {"policy_name": name, "policy_hash": policy_hash}
+            return {"policy_name": name, "policy_hash": policy_hash, "mode": mode}
     return None
 
 
@@ -720,7 +816,7 @@ def rollback():
     if not target:
         raise Failure(1, "no earlier policy that verified on this host: nothing to roll back to "
                          "(use detach for the kernel's default)")
-    return apply(policy_dir_of(target["policy_hash"]))
+    return apply(policy_dir_of(target["policy_hash"]), target["mode"])
 
 
 def boot():
@@ -728,7 +824,107 @@ def boot():
     desired = _read(DESIRED_FILE)
     if not desired:
         return {"changed": False, "notes": ["no policy desired"], "status": managed_status()}
-    return apply(policy_dir_of(desired))
+    policy_hash, mode = split_key(desired)
+    return apply(policy_dir_of(policy_hash), mode)
+
+
+# --- explain ---------------------------------------------------------------
+
+BPFOOM_RANK_NEVER = -1
+EXPLAIN_TOP = 10
+
+
+def cgroup_paths(root="/sys/fs/cgroup"):
+    """{cgroup id: path} of the cgroup v2 hierarchy (a cgroup's id is its directory's inode number)."""
+    paths = {}
+    for directory, _subdirs, _files in os.walk(root):
+        paths[os.stat(directory).st_ino] = directory[len(root):] or "/"
+    return paths
+
+
+def _oom_score(pid):
+    """The kernel's own /proc/PID/oom_score (what it would kill by without a policy), or None once gone."""
+    try:
+        with open(f"/proc/{pid}/oom_score") as handle:
+            return int(handle.read())
+    except (OSError, ValueError):
+        return None
+
+
+def run_explain(policy_dir, manifest):
+    """Every process as the policy's iter/task program ranks it now: a list of Candidate."""
+    lib = libbpf()
+    obj, _notes = open_policy(policy_dir, manifest, [EXPLAIN_PROGRAM])
+    try:
+        link = lib.bpf_program__attach_iter(lib.bpf_object__find_program_by_name(obj, EXPLAIN_PROGRAM.encode()), None)
+        if not link:
+            raise Failure(1, f"creating the task iterator of {manifest['name']!r} failed: {_errno_text()}")
+        try:
+            fd = lib.bpf_iter_create(lib.bpf_link__fd(link))
+            if fd < 0:
+                raise Failure(1, f"running the task iterator of {manifest['name']!r} failed: {_errno_text()}")
+            with os.fdopen(fd, "rb") as handle:
+                data = handle.read()
+        finally:
+            lib.bpf_link__destroy(link)
+    finally:
+        lib.bpf_object__close(obj)
+    size = ctypes.sizeof(Candidate)
+    return [Candidate.from_buffer_copy(data, offset) for offset in range(0, len(data) - size + 1, size)]
+
+
+def rank_candidates(candidates, tie_breaker, memcg=None, paths=None):
+    """The tasks an OOM would weigh, each with the policy's rank and the kernel's oom_score, in the policy's
+    order (its victim first), and the kernel's own victim. memcg: a cgroup path, for an OOM of that cgroup;
+    None for a global OOM. The frame's rules: oom_score_adj -1000 is never a victim; BPFOOM_RANK_NEVER is
+    skipped in a memcg OOM and ranks last in a global one."""
+    paths = paths if paths is not None else {}
+    tasks = []
+    for candidate in candidates:
+        if candidate.pid == os.getpid():
+            continue                        # explain itself: gone before any OOM
+        cgroup = paths.get(candidate.cgroup_id, str(candidate.cgroup_id))
+        if memcg and not (cgroup == memcg or cgroup.startswith(memcg.rstrip("/") + "/")):
+            continue
+        oom_score = _oom_score(candidate.pid)
+        if oom_score is None or candidate.oom_score_adj == -1000:
+            continue
+        never = candidate.rank == BPFOOM_RANK_NEVER
+        tasks.append({"pid": candidate.pid, "comm": _text(candidate.comm), "cgroup": cgroup,
+                      "rank": "never" if never else candidate.rank, "oom_score": oom_score,
+                      "_order": (-2 ** 31 if never else candidate.rank, candidate.start_time)})
+    tie = {"youngest": lambda t: -t["_order"][1], "oldest": lambda t: t["_order"][1]}.get(
+        tie_breaker, lambda t: -t["oom_score"])
+    kernel = max(tasks, key=lambda t: t["oom_score"], default=None)
+    by_policy = sorted((t for t in tasks if not (memcg and t["rank"] == "never")), key=lambda t: (-t["_order"][0], tie(t)))
+    for task in tasks:
+        del task["_order"]
+    return by_policy, kernel
+
+
+def explain(policy_dir=None, memcg=None, top=EXPLAIN_TOP):
+    """Which process the policy would kill now (in a global OOM, or an OOM of cgroup memcg), and which one the
+    kernel would kill without it; for the desired policy, or any built one (a preview: nothing is attached)."""
+    if policy_dir is None:
+        desired = _read(DESIRED_FILE)
+        if not desired:
+            raise Failure(1, "no policy runs here: give the directory of a built policy (bpfoomctl explain DIR)")
+        policy_dir = policy_dir_of(split_key(desired)[0])
+    manifest = read_manifest(policy_dir)
+    if not vmlinux_btf():
+        raise Failure(3, "this kernel exposes no BTF (/sys/kernel/btf/vmlinux): no BPF program can rank its tasks")
+    paths = cgroup_paths()
+    if memcg and memcg not in paths.values():
+        raise Failure(1, f"no cgroup {memcg} under /sys/fs/cgroup: give a path such as /system.slice/nginx.service")
+    started = time.monotonic()
+    candidates = run_explain(policy_dir, manifest)
+    ranked, kernel = rank_candidates(candidates, manifest.get("tie_breaker", "kernel"), memcg, paths)
+    victim = ranked[0] if ranked else None
+    return {"changed": False, "policy_name": manifest["name"], "policy_hash": manifest["hash"],
+            "tie_breaker": manifest.get("tie_breaker", "kernel"),
+            "oom": f"memcg {memcg}" if memcg else "global", "tasks": len(ranked), "would_kill": victim,
+            "kernel_would_kill": kernel, "agrees": bool(victim and kernel and victim["pid"] == kernel["pid"]),
+            "candidates": ranked[:top], "seconds": round(time.monotonic() - started, 3)}
 
 
 # --- guarding the pins ------------------------------------------------------
@@ -807,22 +1003,33 @@ def metrics_text(view, hook, events_logged, now):
         "# TYPE bpfoom_hook_present gauge", f"bpfoom_hook_present {int(hook)}",
         "# HELP bpfoom_policy_attached 1 when a bpfoom policy is attached to the hook.",
         "# TYPE bpfoom_policy_attached gauge", f"bpfoom_policy_attached {int(policy is not None)}",
-        "# HELP bpfoom_events_logged_total Selections the agent wrote to the journal since it started.",
+        "# HELP bpfoom_events_logged_total Selections and shadow verdicts the agent wrote to the journal since it "
+        "started.",
         "# TYPE bpfoom_events_logged_total counter", f"bpfoom_events_logged_total {events_logged}",
     ]
     if policy:
         lines += [
-            "# HELP bpfoom_policy_info The attached policy: its name, hash and mode.",
+            "# HELP bpfoom_policy_info The attached policy: its name, hash and mode (enforce or shadow).",
             "# TYPE bpfoom_policy_info gauge",
             f'bpfoom_policy_info{{policy_name="{_label(policy["policy_name"])}",'
-            f'policy_hash="{_label(policy["policy_hash"])}",mode="enforce"}} 1',
+            f'policy_hash="{_label(policy["policy_hash"])}",mode="{policy["mode"]}"}} 1',
             "# HELP bpfoom_policy_evaluations_total Candidates the attached policy ranked since it was attached.",
             "# TYPE bpfoom_policy_evaluations_total counter",
             f"bpfoom_policy_evaluations_total {attached.get('evaluations') or 0}",
-            "# HELP bpfoom_policy_selections_total Times the attached policy selected a candidate since it was attached.",
+            "# HELP bpfoom_policy_selections_total Times the attached policy selected a candidate since it was "
+            "attached (shadow: would have selected).",
             "# TYPE bpfoom_policy_selections_total counter",
             f"bpfoom_policy_selections_total {attached.get('selections') or 0}",
+            "# HELP bpfoom_ooms_total OOMs the attached policy saw since it was attached.",
+            "# TYPE bpfoom_ooms_total counter",
+            f"bpfoom_ooms_total {attached.get('ooms') or 0}",
         ]
+        if policy["mode"] == "shadow":
+            lines += ["# HELP bpfoom_shadow_outcomes_total OOMs a shadow policy saw, by what it would have done: "
+                      "agree, disagree, no_victim (it would have found none), not_comparable (the kernel decided "
+                      "without a scan).", "# TYPE bpfoom_shadow_outcomes_total counter"]
+            lines += [f'bpfoom_shadow_outcomes_total{{outcome="{outcome}"}} {attached.get("shadow_" + outcome) or 0}'
+                      for outcome in ("agree", "disagree", "no_victim", "not_comparable")]
     return "\n".join(lines) + "\n"
 
 
@@ -862,38 +1069,76 @@ def journal_send(kind, fields):
         sock.sendto(journal_payload(fields), JOURNAL_SOCKET)
 
 
+def selection_entry(event, policy):
+    """The journal entry of one task an enforcing policy selected (an Event)."""
+    comm, displaced_comm = _text(event.comm), _text(event.displaced_comm)
+    displaced = f"{printable(displaced_comm)}[{event.displaced_pid}]" if event.displaced_pid else "nothing"
+    return "selection", {
+        "MESSAGE": f"bpfoom policy {policy['policy_name']} selected {printable(comm)}[{event.pid}] "
+                   f"(cgroup {event.cgroup_id}), displacing {displaced}",
+        "PRIORITY": 5,
+        "BPFOOM_POLICY_NAME": policy["policy_name"], "BPFOOM_POLICY_HASH": policy["policy_hash"],
+        "BPFOOM_VICTIM_PID": event.pid, "BPFOOM_VICTIM_COMM": comm,
+        "BPFOOM_VICTIM_CGROUP_ID": event.cgroup_id, "BPFOOM_VICTIM_RANK": event.rank,
+        "BPFOOM_DISPLACED_PID": event.displaced_pid, "BPFOOM_DISPLACED_COMM": displaced_comm,
+    }
+
+
+def shadow_entry(record, policy):
+    """The journal entry of one OOM a shadow policy saw (a ShadowRecord): its choice beside the kernel's."""
+    outcome, reason = SHADOW_OUTCOMES.get(record.outcome, ("not_comparable", f"outcome {record.outcome}"))
+    policy_comm, kernel_comm = _text(record.policy_comm), _text(record.kernel_comm)
+    mine = f"{printable(policy_comm)}[{record.policy_pid}]" if record.policy_pid else None
+    kernel = (f"the kernel killed {printable(kernel_comm)}[{record.kernel_pid}]" if record.kernel_pid
+              else "the kernel killed nothing")
+    name = f"bpfoom policy {policy['policy_name']} (shadow)"
+    if reason:
+        message, priority = f"{name} cannot compare: {reason}; {kernel}", 6
+    elif outcome == "no_victim":
+        message, priority = (f"{name} would have found no victim (enforced, this OOM would have killed nothing); "
+                             f"{kernel}"), 3
+    else:
+        message, priority = f"{name} would have killed {mine}; {kernel}", 5 if outcome == "agree" else 4
+    return "shadow", {
+        "MESSAGE": message, "PRIORITY": priority,
+        "BPFOOM_POLICY_NAME": policy["policy_name"], "BPFOOM_POLICY_HASH": policy["policy_hash"],
+        "BPFOOM_MODE": "shadow", "BPFOOM_OUTCOME": outcome, "BPFOOM_OOM": "memcg" if record.memcg else "global",
+        "BPFOOM_CANDIDATES": record.candidates,
+        "BPFOOM_POLICY_VICTIM_PID": record.policy_pid, "BPFOOM_POLICY_VICTIM_COMM": policy_comm,
+        "BPFOOM_POLICY_VICTIM_RANK": record.policy_rank, "BPFOOM_POLICY_VICTIM_CGROUP_ID": record.policy_cgroup_id,
+        "BPFOOM_KERNEL_VICTIM_PID": record.kernel_pid, "BPFOOM_KERNEL_VICTIM_COMM": kernel_comm,
+        "BPFOOM_KERNEL_VICTIM_CGROUP_ID": record.kernel_cgroup_id,
+    }
+
+
+# Each mode's ring-buffer record and its journal entry.
+MODE_RECORDS = {"enforce": (Event, selection_entry), "shadow": (ShadowRecord, shadow_entry)}
+
+
 def events(once=False, metrics_file=None):
     """Follow the attached policy's ring buffer; re-open it when the policy changes; write the metrics."""
     callback_type = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t)
     state = {"policy": None, "count": 0}
 
     def handle(_ctx, data, size):
-        if size < ctypes.sizeof(Event):
+        policy = state["policy"]
+        record_type, entry = MODE_RECORDS[policy["mode"]]
+        if size < ctypes.sizeof(record_type):
             return 0
-        event, policy = Event.from_address(data), state["policy"]
-        comm, displaced_comm = _text(event.comm), _text(event.displaced_comm)
-        displaced = f"{printable(displaced_comm)}[{event.displaced_pid}]" if event.displaced_pid else "nothing"
-        journal_send("selection", {
-            "MESSAGE": f"bpfoom policy {policy['policy_name']} selected {printable(comm)}[{event.pid}] "
-                       f"(cgroup {event.cgroup_id}), displacing {displaced}",
-            "PRIORITY": 5,
-            "BPFOOM_POLICY_NAME": policy["policy_name"], "BPFOOM_POLICY_HASH": policy["policy_hash"],
-            "BPFOOM_VICTIM_PID": event.pid, "BPFOOM_VICTIM_COMM": comm,
-            "BPFOOM_VICTIM_CGROUP_ID": event.cgroup_id, "BPFOOM_VICTIM_RANK": event.rank,
-            "BPFOOM_DISPLACED_PID": event.displaced_pid, "BPFOOM_DISPLACED_COMM": displaced_comm,
-        })
+        journal_send(*entry(record_type.from_address(data), policy))
         state["count"] += 1
         return 0
 
     callback = callback_type(handle)
     ring, ring_key, ring_fd, pins = None, None, -1, None
     hook, metrics_due, metrics_failed = not missing_hook_functions(), 0.0, False
+    btf = bool(vmlinux_btf())
     while True:
         if not once:
             pins = guard_pins(pins)
         if metrics_file and time.monotonic() >= metrics_due:
             metrics_due = time.monotonic() + METRICS_EVERY_S
-            view = managed_status() if hook else {"attached_policy": None, "policies": []}
+            view = managed_status() if btf else {"attached_policy": None, "policies": []}
             written = write_metrics(metrics_file, metrics_text(view, hook, state["count"], time.time()))
             if not written and not metrics_failed:
                 print(f"bpfoomctl: cannot write {metrics_file} (its directory must exist when the agent starts): "
@@ -910,8 +1155,7 @@ def events(once=False, metrics_file=None):
                     os.close(ring_fd)       # the ring uses its map's fd until freed
                 ring_fd = fd
                 ring = libbpf().ring_buffer__new(fd, ctypes.cast(callback, ctypes.c_void_p), None, None)
-                ring_key, state["policy"] = key, {"policy_name": pinned_view(desired)["policy_name"],
-                                                  "policy_hash": desired}
+                ring_key, state["policy"] = key, identity_of(pinned_view(desired))
             else:
                 os.close(fd)
         if ring:
@@ -925,9 +1169,12 @@ def events(once=False, metrics_file=None):
 # --- command line ----------------------------------------------------------
 
 def main(argv):
-    commands = {"apply": 1, "boot": 0, "detach": 0, "stop": 0, "rollback": 0, "status": 0, "events": 0}
+    commands = {"apply": (1,), "boot": (0,), "detach": (0,), "stop": (0,), "rollback": (0,), "status": (0,),
+                "events": (0,), "explain": (0, 1)}
     args = [arg for arg in argv[1:] if not arg.startswith("--")]
-    if not args or args[0] not in commands or len(args) - 1 != commands[args[0]]:
+    options = dict(arg[2:].partition("=")[::2] for arg in argv[1:] if arg.startswith("--"))
+    if not args or args[0] not in commands or len(args) - 1 not in commands[args[0]] or \
+            options.get("mode", "enforce") not in MODES:
         print(__doc__, file=sys.stderr)
         return 2
     if os.geteuid() != 0:
@@ -936,10 +1183,12 @@ def main(argv):
     try:
         command = args[0]
         if command == "apply":
-            result = apply(args[1])
+            result = apply(args[1], options.get("mode", "enforce"))
+        elif command == "explain":
+            result = explain(args[1] if len(args) > 1 else None, memcg=options.get("cgroup"),
+                             top=int(options.get("top", EXPLAIN_TOP)))
         elif command == "events":
-            metrics = [arg.split("=", 1)[1] for arg in argv if arg.startswith("--metrics-file=")]
-            result = events(once="--once" in argv, metrics_file=metrics[-1] if metrics else None)
+            result = events(once="once" in options, metrics_file=options.get("metrics-file"))
         else:
             result = {"boot": boot, "detach": detach, "stop": stop, "rollback": rollback, "status": status}[command]()
     except OSError as error:

@@ -71,6 +71,18 @@ struct mm_struct {
 	unsigned long total_vm;
 } __attribute__((preserve_access_index));
 
+struct seq_file;
+
+/* The context of an iter/task program (bpfoom_explain): one call per task of the system. */
+struct bpf_iter_meta {
+	struct seq_file *seq;
+} __attribute__((preserve_access_index));
+
+struct bpf_iter__task {
+	struct bpf_iter_meta *meta;
+	struct task_struct *task;       /* NULL once, after the last task */
+} __attribute__((preserve_access_index));
+
 struct signal_struct {
 	short oom_score_adj;
 	struct mm_struct *oom_mm;       /* set once the thread group is an OOM victim */
@@ -78,7 +90,10 @@ struct signal_struct {
 
 #define OOM_SCORE_ADJ_MIN (-1000)
 
+#define PF_KTHREAD 0x00200000
+
 struct task_struct {
+	unsigned int flags;
 	int pid;
 	int tgid;
 	char comm[BPFOOM_COMM_LEN];
@@ -110,6 +125,11 @@ struct bpfoom_identity {
 struct bpfoom_counters {
 	__u64 evaluations;              /* calls of the evaluate program */
 	__u64 selections;               /* BPF_EVAL_SELECT verdicts */
+	__u64 ooms;                     /* OOMs the policy saw: named (enforce) or recorded (shadow) */
+	__u64 shadow_agree;             /* shadow: the policy would have killed the kernel's victim */
+	__u64 shadow_disagree;          /* shadow: it would have killed another task */
+	__u64 shadow_no_victim;         /* shadow: it would have found none (enforced: no kill; global: a panic) */
+	__u64 shadow_not_comparable;    /* shadow: the kernel decided without asking (see bpfoom_shadow_outcome) */
 };
 
 /* One ring-buffer event per task a policy selected (it replaced oc->chosen). */
@@ -123,7 +143,43 @@ struct bpfoom_event {
 	char displaced_comm[BPFOOM_COMM_LEN];
 };
 
+/* What a shadow policy found in one OOM: one record per out_of_memory() call that chose or scanned. */
+enum bpfoom_shadow_outcome {
+	BPFOOM_SHADOW_AGREE = 1,
+	BPFOOM_SHADOW_DISAGREE = 2,
+	BPFOOM_SHADOW_NO_VICTIM = 3,
+	BPFOOM_SHADOW_ORIGIN_TASK = 4,  /* not comparable: the kernel took an oom_task_origin() task first */
+	BPFOOM_SHADOW_ABORTED = 5,      /* not comparable: the scan stopped, an earlier victim is still dying */
+	BPFOOM_SHADOW_NO_SCAN = 6,      /* not comparable: no scan (oom_kill_allocating_task, an exiting allocator) */
+};
+
+struct bpfoom_shadow_record {
+	__u32 outcome;                  /* enum bpfoom_shadow_outcome */
+	__u32 memcg;                    /* 1: a memcg OOM, 0: a global one */
+	__u32 candidates;               /* tasks the kernel scored (oom_badness) */
+	__u32 policy_pid;               /* the policy's choice, 0: none */
+	__s32 policy_rank;
+	__u32 kernel_pid;               /* oc->chosen at oom_kill_process(), 0: none */
+	__u64 policy_cgroup_id;
+	__u64 kernel_cgroup_id;
+	char policy_comm[BPFOOM_COMM_LEN];
+	char kernel_comm[BPFOOM_COMM_LEN];
+};
+
+/* One task as `bpfoomctl explain` sees it, written by the iter/task program. */
+struct bpfoom_candidate {
+	__u32 pid;
+	__s32 rank;                     /* the policy's rank; BPFOOM_RANK_NEVER as the rule returned it */
+	__s32 oom_score_adj;
+	__u32 _pad;
+	__u64 cgroup_id;
+	__u64 start_time;
+	char comm[BPFOOM_COMM_LEN];
+};
+
 /* The kfunc of the hook series: names the policy in the kernel's OOM report. */
-extern void set_oom_policy_name(struct oom_control *oc, const char *name, size_t name__sz) __attribute__((section(".ksyms")));
+/* Weak: kernels without the hook resolve it to nothing, and the naming program is then never loaded. */
+extern void set_oom_policy_name(struct oom_control *oc, const char *name, size_t name__sz)
+	__attribute__((section(".ksyms"))) __attribute__((weak));
 
 #endif /* BPFOOM_CORE_H */

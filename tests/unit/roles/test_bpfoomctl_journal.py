@@ -50,11 +50,12 @@ def test_the_kernel_info_types_have_the_uapi_offsets(structure, field, offset):
 
 
 def test_metrics_name_the_attached_policy_and_escape_its_labels(tmp_path):
-    view = {"attached_policy": {"policy_name": 'we"b', "policy_hash": "ab" * 32},
+    view = {"attached_policy": {"policy_name": 'we"b', "policy_hash": "ab" * 32, "mode": "enforce"},
             "policies": [{"attached": True, "evaluations": 12, "selections": 1}]}
     text = bpfoomctl.metrics_text(view, True, 3, 1700000000.4)
     assert f'bpfoom_policy_info{{policy_name="we\\"b",policy_hash="{"ab" * 32}",mode="enforce"}} 1' in text
     assert "\nbpfoom_policy_evaluations_total 12\n" in text and "\nbpfoom_events_logged_total 3\n" in text
+    assert "shadow_outcomes" not in text
     none = bpfoomctl.metrics_text({"attached_policy": None, "policies": []}, False, 0, 1700000000)
     assert "bpfoom_policy_attached 0" in none and "bpfoom_hook_present 0" in none and "policy_info" not in none
     path = tmp_path / "bpfoom.prom"
@@ -62,3 +63,77 @@ def test_metrics_name_the_attached_policy_and_escape_its_labels(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bpfoom.prom"]            # no temporary file left
     assert oct(path.stat().st_mode & 0o777) == "0o644"
     assert not bpfoomctl.write_metrics(str(tmp_path / "missing" / "bpfoom.prom"), text)
+
+
+def test_shadow_metrics_count_each_outcome():
+    view = {"attached_policy": {"policy_name": "web", "policy_hash": "ab" * 32, "mode": "shadow"},
+            "policies": [{"attached": True, "evaluations": 9, "selections": 2, "ooms": 3, "shadow_agree": 1,
+                          "shadow_disagree": 1, "shadow_no_victim": 0, "shadow_not_comparable": 1}]}
+    text = bpfoomctl.metrics_text(view, False, 3, 1700000000)
+    assert 'mode="shadow"} 1' in text and "\nbpfoom_ooms_total 3\n" in text
+    for outcome, count in (("agree", 1), ("disagree", 1), ("no_victim", 0), ("not_comparable", 1)):
+        assert f'\nbpfoom_shadow_outcomes_total{{outcome="{outcome}"}} {count}\n' in text
+
+
+def shadow_record(**fields):
+    record = bpfoomctl.ShadowRecord(**fields)
+    return record
+
+
+POLICY = {"policy_name": "web", "policy_hash": "ab" * 32, "mode": "shadow"}
+
+
+def test_a_shadow_entry_names_both_choices():
+    record = shadow_record(outcome=2, memcg=1, candidates=3, policy_pid=123, policy_comm=b"report-gen",
+                           kernel_pid=456, kernel_comm=b"web-server")
+    kind, fields = bpfoomctl.shadow_entry(record, POLICY)
+    assert kind == "shadow" and fields["BPFOOM_OUTCOME"] == "disagree" and fields["BPFOOM_OOM"] == "memcg"
+    assert fields["MESSAGE"] == ("bpfoom policy web (shadow) would have killed report-gen[123]; "
+                                 "the kernel killed web-server[456]")
+
+
+def test_a_shadow_entry_says_when_it_cannot_compare_or_would_find_no_victim():
+    _kind, origin = bpfoomctl.shadow_entry(shadow_record(outcome=4, kernel_pid=9, kernel_comm=b"dd"), POLICY)
+    assert origin["BPFOOM_OUTCOME"] == "not_comparable" and "oom_task_origin" in origin["MESSAGE"]
+    _kind, none = bpfoomctl.shadow_entry(shadow_record(outcome=3, kernel_pid=9, kernel_comm=b"dd"), POLICY)
+    assert none["BPFOOM_OUTCOME"] == "no_victim" and none["PRIORITY"] == 3 and "no victim" in none["MESSAGE"]
+
+
+def test_a_victim_name_with_a_newline_makes_one_well_formed_shadow_entry():
+    record = shadow_record(outcome=2, policy_pid=1, policy_comm=b"x\nPRIORITY=0", kernel_pid=2, kernel_comm=b"k")
+    kind, fields = bpfoomctl.shadow_entry(record, POLICY)
+    parsed = parse_native(bpfoomctl.journal_payload(dict(fields, MESSAGE_ID=bpfoomctl.MESSAGE_IDS[kind])))
+    assert set(parsed) == set(fields) | {"MESSAGE_ID"}
+    assert parsed["BPFOOM_POLICY_VICTIM_COMM"] == b"x\nPRIORITY=0" and parsed["PRIORITY"] == b"4"
+    assert b"\n" not in parsed["MESSAGE"]
+
+
+def candidate(pid, rank, start, adj=0, cgroup_id=1, comm=b"t"):
+    return bpfoomctl.Candidate(pid=pid, rank=rank, start_time=start, oom_score_adj=adj, cgroup_id=cgroup_id, comm=comm)
+
+
+@pytest.fixture
+def oom_scores(monkeypatch):
+    scores = {}
+    monkeypatch.setattr(bpfoomctl, "_oom_score", scores.get)
+    return scores
+
+
+def test_explain_orders_by_rank_then_tie_breaker_and_names_the_kernels_choice(oom_scores):
+    oom_scores.update({1: 900, 2: 700, 3: 800, 4: 0, 5: 950})
+    tasks = [candidate(1, 1, 10), candidate(2, 2, 20), candidate(3, 2, 30), candidate(4, 5, 5, adj=-1000),
+             candidate(5, -1, 1)]
+    ranked, kernel = bpfoomctl.rank_candidates(tasks, "youngest")
+    assert [t["pid"] for t in ranked] == [3, 2, 1, 5]       # -1000 never; NEVER last in a global OOM
+    assert kernel["pid"] == 5 and ranked[-1]["rank"] == "never"
+    ranked, _kernel = bpfoomctl.rank_candidates(tasks, "kernel")
+    assert [t["pid"] for t in ranked][:2] == [3, 2]          # equal ranks: the higher oom_score
+
+
+def test_explain_for_a_memcg_oom_keeps_its_tasks_and_skips_never(oom_scores):
+    oom_scores.update({1: 900, 2: 700, 3: 800})
+    paths = {1: "/", 7: "/batch.slice", 8: "/batch.slice/job.scope"}
+    tasks = [candidate(1, 1, 10, cgroup_id=1), candidate(2, 0, 20, cgroup_id=8), candidate(3, -1, 30, cgroup_id=7)]
+    ranked, kernel = bpfoomctl.rank_candidates(tasks, "kernel", memcg="/batch.slice", paths=paths)
+    assert [t["pid"] for t in ranked] == [2] and ranked[0]["cgroup"] == "/batch.slice/job.scope"
+    assert kernel["pid"] == 3                                # the kernel knows nothing of NEVER

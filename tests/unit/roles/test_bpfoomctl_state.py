@@ -74,9 +74,9 @@ def remember(state, tmp_path, names):
 def test_rollback_target_is_the_newest_good_policy_before_the_desired_one(state, tmp_path):
     old, web, web_next = remember(state, tmp_path, ["old", "web", "web_next"])
     bpfoomctl._write(bpfoomctl.DESIRED_FILE, web_next)
-    assert bpfoomctl.rollback_target() == {"policy_name": "web", "policy_hash": web}
+    assert bpfoomctl.rollback_target() == {"policy_name": "web", "policy_hash": web, "mode": "enforce"}
     bpfoomctl._write(bpfoomctl.DESIRED_FILE, web)           # after a rollback the good list is not reordered here
-    assert bpfoomctl.rollback_target() == {"policy_name": "web_next", "policy_hash": web_next}
+    assert bpfoomctl.rollback_target() == {"policy_name": "web_next", "policy_hash": web_next, "mode": "enforce"}
 
 
 def test_rollback_target_skips_a_policy_no_longer_stored_but_not_a_damaged_one(state, tmp_path):
@@ -85,13 +85,13 @@ def test_rollback_target_skips_a_policy_no_longer_stored_but_not_a_damaged_one(s
     # Damaged: still the target, so that the rollback fails naming the file, not lands on an older policy.
     damaged = Path(bpfoomctl.POLICY_STORE) / web / "policy.bpf.o"
     damaged.write_bytes(b"damaged")
-    assert bpfoomctl.rollback_target() == {"policy_name": "web", "policy_hash": web}
+    assert bpfoomctl.rollback_target() == {"policy_name": "web", "policy_hash": web, "mode": "enforce"}
     with pytest.raises(bpfoomctl.Failure, match=f"{damaged} has sha256 .*, its manifest says"):
         bpfoomctl.read_manifest(str(damaged.parent))
     for name in os.listdir(damaged.parent):
         os.unlink(damaged.parent / name)
     os.rmdir(damaged.parent)
-    assert bpfoomctl.rollback_target() == {"policy_name": "old", "policy_hash": old}
+    assert bpfoomctl.rollback_target() == {"policy_name": "old", "policy_hash": old, "mode": "enforce"}
     for stale in (old,):
         for name in os.listdir(Path(bpfoomctl.POLICY_STORE) / stale):
             os.unlink(Path(bpfoomctl.POLICY_STORE) / stale / name)
@@ -152,7 +152,7 @@ def test_a_state_file_that_cannot_be_written_keeps_its_old_content(state, monkey
 
 
 def test_a_full_state_directory_is_named_with_the_fix(state, monkeypatch, capsys):
-    def full_disk(_policy_dir):
+    def full_disk(_policy_dir, _mode):
         raise OSError(28, "No space left on device", os.path.join(bpfoomctl.STATE_DIR, "policies", "h.new"))
 
     monkeypatch.setattr(bpfoomctl, "apply", full_disk)
@@ -170,3 +170,12 @@ def test_desired_problem_names_a_damaged_stored_copy(state, tmp_path):
     assert bpfoomctl.desired_problem() is None
     (Path(bpfoomctl.POLICY_STORE) / web / "policy.bpf.o").write_bytes(b"damaged")
     assert bpfoomctl.desired_problem().startswith(f"{bpfoomctl.POLICY_STORE}/{web}/policy.bpf.o has sha256")
+
+
+def test_rollback_goes_back_to_the_mode_that_verified(state, tmp_path):
+    web, web_next = remember(state, tmp_path, ["web", "web_next"])
+    bpfoomctl._write(bpfoomctl.GOOD_FILE, f"{web}-shadow {web_next}")
+    bpfoomctl._write(bpfoomctl.DESIRED_FILE, web_next)
+    assert bpfoomctl.rollback_target() == {"policy_name": "web", "policy_hash": web, "mode": "shadow"}
+    assert bpfoomctl.split_key(bpfoomctl.pin_key(web, "shadow")) == (web, "shadow")
+    assert bpfoomctl.split_key(web) == (web, "enforce")
