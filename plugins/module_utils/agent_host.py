@@ -225,6 +225,7 @@ def run_bpfoomctl(module, *args, result=None):
 
 
 def policy_identity(status):
-    """name and hash of the policy the agent keeps attached, or None."""
+    """name, hash and mode of the policy the agent keeps attached, or None."""
     attached = (status or {}).get("attached_policy")
-    return {"policy_name": attached["policy_name"], "policy_hash": attached["policy_hash"]} if attached else None
+    return {"policy_name": attached["policy_name"], "policy_hash": attached["policy_hash"],
+            "mode": attached.get("mode", "enforce")} if attached else None

@@ -16,6 +16,7 @@ POLICY_SPEC = dict(
     tie_breaker=dict(type="str", default="kernel"),
     strict=dict(type="bool", default=False),
     smoke=dict(type="dict"),
+    mode=dict(type="str", choices=["enforce", "shadow"], default="enforce"),
 )
 
 ARGUMENT_SPEC = dict(

@@ -45,12 +45,22 @@ options:
     type: str
     choices: [present, absent]
     default: present
+  mode:
+    description:
+      - V(enforce) makes the policy pick the OOM victim and name itself in the kernel's OOM report (kernels with
+        the hook). V(shadow) makes it decide nothing and name nothing; per real OOM the agent records the task it
+        would have picked beside the one the kernel picked (journal, metrics); any kernel with BTF.
+      - The same policy in the other mode is a change, made before the old one is broken.
+    type: str
+    choices: [enforce, shadow]
+    default: enforce
   unpatched:
     description:
-      - What to do on a host whose kernel lacks the hook. V(fail) fails the task naming the missing functions;
-        V(skip) returns C(hook=false) and changes nothing (the rollout playbook then reports the host as skipped).
+      - What to do on a host whose kernel lacks the hook when O(mode=enforce). V(fail) fails the task naming the
+        missing functions; V(skip) returns C(hook=false) and changes nothing (the rollout playbook then reports
+        the host as skipped); V(shadow) runs the policy there in shadow mode.
     type: str
-    choices: [fail, skip]
+    choices: [fail, skip, shadow]
     default: fail
   manifest:
     description:
@@ -79,12 +89,13 @@ attributes:
     description: Shows the policy name and hash, and the checksum of each agent file that changes, before and after.
     support: full
   platform:
-    description: Linux hosts with systemd whose kernel carries the BPF OOM hook.
+    description: Linux hosts with systemd; the kernel carries the BPF OOM hook (enforce) or has BTF (shadow).
     support: full
     platforms: posix
 notes:
-  - On a kernel without the hook nothing is written; the task fails (O(unpatched=fail)) or reports C(hook=false)
-    (O(unpatched=skip)); with O(state=absent) it succeeds unchanged (nothing can be attached there).
+  - On a kernel without the hook an enforcing policy cannot run. Then nothing is written and the task fails
+    with O(unpatched=fail), reports C(hook=false) with O(unpatched=skip), or runs the policy in shadow mode
+    with O(unpatched=shadow).
 seealso:
   - module: bpfoom.fleet.policy_build
   - module: bpfoom.fleet.policy_info
@@ -139,11 +150,16 @@ policy_hash:
   returned: always
   type: str
   sample: 905973c706e5b2a1f0f4c1e6a7d1b3e9c0d2f4a6b8c0e2f4a6b8c0d2e4f6a8b0
+mode:
+  description: The mode the policy runs in, V(enforce) or V(shadow) (null if none runs).
+  returned: always
+  type: str
+  sample: enforce
 previous:
-  description: Name and hash of the policy attached before the task (null if none).
+  description: Name, hash and mode of the policy attached before the task (null if none).
   returned: always
   type: dict
-  sample: {"policy_name": "web_v1", "policy_hash": "5eb9382d..."}
+  sample: {"policy_name": "web_v1", "policy_hash": "5eb9382d...", "mode": "enforce"}
 links:
   description: The kernel's links of the attached policy (attach type, target function, program tag).
   returned: always
@@ -203,7 +219,8 @@ ARGUMENT_SPEC = dict(
     build=dict(type="dict"),
     rollback_from=dict(type="str"),
     state=dict(type="str", choices=["present", "absent"], default="present"),
-    unpatched=dict(type="str", choices=["fail", "skip"], default="fail"),
+    mode=dict(type="str", choices=["enforce", "shadow"], default="enforce"),
+    unpatched=dict(type="str", choices=["fail", "skip", "shadow"], default="fail"),
     manifest=dict(type="dict"),
     policy_object=dict(type="str"),
 )
@@ -212,11 +229,11 @@ ARGUMENT_SPEC = dict(
 def describe(identity, files=None):
     """One side of the diff: the policy, then each agent file that changes with its checksum."""
     text = "none (the kernel's own choice)\n" if identity is None else \
-        f"policy_name: {identity['policy_name']}\npolicy_hash: {identity['policy_hash']}\n"
+        f"policy_name: {identity['policy_name']}\npolicy_hash: {identity['policy_hash']}\nmode: {identity['mode']}\n"
     return text + "".join(f"file {path}: {digest or 'absent'}\n" for path, digest in (files or {}).items())
 
 
-def wanted_identity(module, params, status, result):
+def wanted_identity(module, params, status, result, mode):
     """The policy the host should run after the task, or None for the kernel's own choice."""
     if params["state"] == "absent":
         return None
@@ -229,18 +246,19 @@ def wanted_identity(module, params, status, result):
             module.fail_json(msg=f"this host runs {params['rollback_from'][:12]} and has no earlier policy that verified "
                                  "on it: nothing to roll back to (state=absent gives the kernel's own choice)", **result)
         return status["rollback_target"]
-    return {"policy_name": params["manifest"]["name"], "policy_hash": params["manifest"]["hash"]}
+    return {"policy_name": params["manifest"]["name"], "policy_hash": params["manifest"]["hash"], "mode": mode}
 
 
 def needs_change(params, status, before, wanted):
     """Whether the agent must act: what the kernel runs, or what the agent re-applies at boot, is not wanted."""
-    desired = (status or {}).get("desired_hash")
+    desired = (status or {}).get("desired_hash"), (status or {}).get("desired_mode")
     if params["state"] == "absent":
-        return desired is not None or any(p["managed"] for p in (status or {}).get("policies", []))
+        return desired[0] is not None or any(p["managed"] for p in (status or {}).get("policies", []))
     if params["rollback_from"] and wanted == before:
         return False                        # not on the policy to leave
     # A damaged stored copy of the wanted policy is a change too: the apply stores it again, or boot would refuse it.
-    return (before or {}).get("policy_hash") != wanted["policy_hash"] or desired != wanted["policy_hash"] \
+    wanted_key = (wanted["policy_hash"], wanted["mode"])
+    return ((before or {}).get("policy_hash"), (before or {}).get("mode")) != wanted_key or desired != wanted_key \
         or bool((status or {}).get("desired_problem"))
 
 
@@ -263,19 +281,22 @@ def main():
                            required_if=[("state", "present", ("manifest", "rollback_from"), True)])
     params = module.params
     facts = host_facts()
-    result = dict(changed=False, previous=None, policy_name=None, policy_hash=None, links=[], evaluations=None,
+    result = dict(changed=False, previous=None, policy_name=None, policy_hash=None, mode=None, links=[], evaluations=None,
                   selections=None, files_changed=[], agent={}, notes=[], libbpf_missing=False,
                   package_manager=package_manager(), kernel_release=facts["kernel_release"], hook=facts["hook"])
     installed = agent_installed()
-    if params["state"] == "absent" and (not facts["hook"] or not installed):
-        result["notes"].append(f"the kernel {facts['kernel_release']} has no BPF OOM hook: nothing to detach"
-                               if not facts["hook"] else "no agent on this host: no bpfoom policy to detach")
+    if params["state"] == "absent" and not installed:
+        result["notes"].append("no agent on this host: no bpfoom policy to detach")
         module.exit_json(**result)
-    if not facts["hook"]:
+    mode = params["mode"]
+    if not facts["hook"] and mode == "enforce" and params["state"] == "present" and not params["rollback_from"]:
         if params["unpatched"] == "skip":
             result["notes"].append(missing_hook_message(facts))
             module.exit_json(**result)
-        module.fail_json(msg=missing_hook_message(facts), hook_missing=True, **result)
+        if params["unpatched"] == "fail":
+            module.fail_json(msg=missing_hook_message(facts), hook_missing=True, **result)
+        mode = "shadow"
+        result["notes"].append(f"the kernel {facts['kernel_release']} has no BPF OOM hook: the policy runs in shadow mode")
     if facts["libbpf_version"] is None:
         result["libbpf_missing"] = True
         module.fail_json(msg=libbpf_missing_message(), **result)
@@ -291,7 +312,7 @@ def main():
 
     status = run_bpfoomctl(module, "status", result=result) if installed else None
     before = policy_identity(status)
-    wanted = wanted_identity(module, params, status, result)
+    wanted = wanted_identity(module, params, status, result, mode)
     policy_changed = needs_change(params, status, before, wanted)
     result.update(previous=before, changed=result["changed"] or policy_changed)
     if module._diff:
@@ -312,10 +333,10 @@ def main():
                                      f"running policy is as before): free space in {STATE_DIR} and apply again",
                                  **result)
             try:
-                done = run_bpfoomctl(module, "apply", staged, result=result)
+                done = run_bpfoomctl(module, "apply", f"--mode={mode}", staged, result=result)
             finally:
                 shutil.rmtree(staged, ignore_errors=True)
-        result["notes"] = done.get("notes", [])
+        result["notes"] += done.get("notes", [])
         if status.get("desired_problem") and params["state"] == "present":
             result["notes"].append(f"the agent's stored copy was damaged ({status['desired_problem']}): stored again")
         # The kernel's view, read anew: what the agent says it did is not the proof.
@@ -329,6 +350,7 @@ def main():
     attached = None if module.check_mode and policy_changed else \
         next((p for p in (status or {}).get("policies", []) if p["managed"] and p["attached"]), None)
     result.update(policy_name=(target or {}).get("policy_name"), policy_hash=(target or {}).get("policy_hash"),
+                  mode=(target or {}).get("mode"),
                   links=(attached or {}).get("links", []), evaluations=(attached or {}).get("evaluations"),
                   selections=(attached or {}).get("selections"))
     module.exit_json(**result)

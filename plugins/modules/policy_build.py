@@ -70,6 +70,13 @@ options:
         description:
           - The canary's smoke test (C(docs/operations.md)); not part of the object, ignored by the build.
         type: dict
+      mode:
+        description:
+          - How hosts run the policy (V(enforce) or V(shadow), M(bpfoom.fleet.policy)'s O(bpfoom.fleet.policy#module:mode));
+            not part of the object, ignored by the build.
+        type: str
+        choices: [enforce, shadow]
+        default: enforce
   cache_dir:
     description:
       - Where compiled objects are kept on the controller.

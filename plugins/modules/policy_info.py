@@ -13,11 +13,19 @@ description:
     (C(bpf_set_policy_name)) and the kfunc (C(set_oom_policy_name)), whether bpffs is mounted, the libbpf version,
     the agent's state, and the attached policies as C(bpfoomctl status) reads them from the kernel (links,
     attach types, target functions, program tags, policy names and hashes, counters).
+  - With O(explain), also which process the desired policy would kill in a global OOM now, and which one the
+    kernel would kill without it (C(bpfoomctl explain), the policy's own rule, run over the live tasks in the
+    kernel; no OOM, nothing attached by it).
   - Works before the agent is installed (then without the policies), so a rollout can check hosts first.
   - Changes nothing.
 author:
   - bpfoom.fleet maintainers (@bpfoom)
-options: {}
+options:
+  explain:
+    description:
+      - Run C(bpfoomctl explain) for the desired policy (about half a second on a small host).
+    type: bool
+    default: true
 attributes:
   check_mode:
     description: Runs normally in check mode; it only reads.
@@ -81,10 +89,24 @@ agent_state:
   type: str
   sample: active
 attached_policy:
-  description: Name and hash of the policy the agent keeps attached, null if none.
+  description: Name, hash and mode (V(enforce) or V(shadow)) of the policy the agent keeps attached, null if none.
   returned: always
   type: dict
-  sample: {"policy_name": "web", "policy_hash": "905973c7..."}
+  sample: {"policy_name": "web", "policy_hash": "905973c7...", "mode": "enforce"}
+explain:
+  description:
+    - What the desired policy would do in a global OOM now, null without a desired policy or with O(explain=false).
+    - C(would_kill) and C(kernel_would_kill) (pid, comm, cgroup, rank, the kernel's C(oom_score)), C(agrees),
+      C(candidates) (the first ten in the policy's order), C(tasks) (how many it ranked).
+  returned: always
+  type: dict
+  sample: {"would_kill": {"pid": 812, "comm": "report-gen", "cgroup": "/batch.slice/report.service", "rank": 2,
+           "oom_score": 701}, "kernel_would_kill": {"pid": 640, "comm": "web-server", "rank": 1, "oom_score": 912},
+           "agrees": false, "tasks": 41}
+explain_error:
+  description: Why C(explain) is null although a policy is desired (for example a policy built before explain).
+  returned: always
+  type: str
 policies:
   description: Every policy attached to the hook, the agent's and any other, as the kernel describes them.
   returned: always
@@ -95,6 +117,11 @@ desired_hash:
   returned: always
   type: str
   sample: 905973c706e5b2a1f0f4c1e6a7d1b3e9c0d2f4a6b8c0e2f4a6b8c0d2e4f6a8b0
+desired_mode:
+  description: The mode the agent re-applies that policy in at boot (V(enforce) or V(shadow)), null if none.
+  returned: always
+  type: str
+  sample: enforce
 rollback_target:
   description:
     - The policy M(bpfoom.fleet.policy) with O(bpfoom.fleet.policy#module:rollback_from) would go back to
@@ -104,26 +131,41 @@ rollback_target:
   sample: {"policy_name": "web_v1", "policy_hash": "5eb9382d..."}
 """
 
+import json
 import os
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.bpfoom.fleet.plugins.module_utils.agent_host import (
-    BPFOOMCTL, UNIT, host_facts, policy_identity, run_bpfoomctl)
+    BPFOOMCTL, C_LOCALE, UNIT, host_facts, policy_identity, run_bpfoomctl)
 
 
 def main():
-    module = AnsibleModule(argument_spec={}, supports_check_mode=True)
+    module = AnsibleModule(argument_spec={"explain": dict(type="bool", default=True)}, supports_check_mode=True)
     result = dict(host_facts(), changed=False, agent_installed=os.path.exists(BPFOOMCTL), agent_state=None,
-                  attached_policy=None, policies=[], desired_hash=None, rollback_target=None)
+                  attached_policy=None, policies=[], desired_hash=None, desired_mode=None, rollback_target=None,
+                  explain=None, explain_error=None)
     systemctl = module.get_bin_path("systemctl")
     if systemctl:
         _rc, out, _err = module.run_command([systemctl, "is-active", UNIT])
         result["agent_state"] = out.strip() or None
-    if result["agent_installed"] and result["hook"] and result["libbpf_version"]:
+    if result["agent_installed"] and result["libbpf_version"]:
         status = run_bpfoomctl(module, "status")
         result.update(hook=status["hook"], hook_functions=status["hook_functions"],
                       attached_policy=policy_identity(status), policies=status["policies"],
-                      desired_hash=status["desired_hash"], rollback_target=status["rollback_target"])
+                      desired_hash=status["desired_hash"], desired_mode=status.get("desired_mode"),
+                      rollback_target=status["rollback_target"])
+        if module.params["explain"] and status["desired_hash"]:
+            # Not run_bpfoomctl: a policy that cannot be explained is a fact to report, not a failed read.
+            rc, out, err = module.run_command([BPFOOMCTL, "explain"], environ_update=C_LOCALE)
+            try:
+                answer = json.loads(out)
+            except ValueError:
+                answer = {"failed": True, "msg": err.strip() or f"rc={rc}"}
+            if answer.get("failed"):
+                result["explain_error"] = answer.get("msg")
+            else:
+                result["explain"] = {key: answer[key] for key in (
+                    "would_kill", "kernel_would_kill", "agrees", "candidates", "tasks", "oom")}
     module.exit_json(**result)
 
 

@@ -251,9 +251,10 @@ class CustomTemplate(Template):
 
 CATALOG = {template.name: template for template in (SelectPid(), PreferAvoid(), CgroupPriority())}
 TEMPLATES = tuple(CATALOG)
-# The keys of a policy value (group_vars' bpfoom_policy); `smoke` belongs to the rollout's canary,
-# not to the object.
-POLICY_KEYS = ("name", "template", "template_file", "params", "tie_breaker", "strict", "smoke")
+# The keys of a policy value (group_vars' bpfoom_policy); `smoke` belongs to the rollout's canary and
+# `mode` to the hosts (enforce or shadow: the same object), not to the object.
+POLICY_KEYS = ("name", "template", "template_file", "params", "tie_breaker", "strict", "smoke", "mode")
+MODES = ("enforce", "shadow")
 
 
 def template_of(spec: dict) -> Template:
@@ -279,6 +280,7 @@ def validate(policy: dict) -> dict:
         template = CustomTemplate(template_file)
     tie_breaker = policy.get("tie_breaker", "kernel")
     _require(tie_breaker in TIE_BREAKERS, "tie_breaker", f"{tie_breaker!r} is not one of {', '.join(TIE_BREAKERS)}")
+    _require(policy.get("mode", "enforce") in MODES, "mode", f"{policy.get('mode')!r} is not one of {', '.join(MODES)}")
     strict = policy.get("strict", False)
     _require(isinstance(strict, bool), "strict", "must be true or false")
     _require(not strict or template.allows_strict, "strict",

@@ -38,7 +38,7 @@ def kernel_view(result, predicted=False):
         attached = result if "policy_name" in result else result.get("attached_policy") or {}
     name, digest = attached.get("policy_name"), attached.get("policy_hash")
     return {"hook": result["hook"], "kernel_release": result.get("kernel_release"),
-            "policy_name": name, "policy_hash": digest}
+            "policy_name": name, "policy_hash": digest, "mode": name and attached.get("mode", "enforce")}
 
 
 def host_row(entry):
@@ -46,6 +46,8 @@ def host_row(entry):
     kernel = kernel_view(entry.get("kernel"), predicted=entry["outcome"] == "would apply")
     if kernel is None:
         runs_now = "unknown (not read)"
+    elif kernel["mode"] == "shadow":
+        runs_now = f"{kernel['policy_name']} (shadow)"
     elif not kernel["hook"]:
         runs_now = "none (no hook)"
     else:
@@ -59,6 +61,7 @@ def host_row(entry):
         "runs_now": runs_now,
         "policy_name": kernel and kernel["policy_name"],
         "policy_hash": kernel and kernel["policy_hash"],
+        "mode": kernel and kernel["mode"],
         "kernel_release": kernel and kernel["kernel_release"],
         "kernel_read": kernel is not None,
     }

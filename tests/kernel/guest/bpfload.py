@@ -1,6 +1,7 @@
 """Test-side loader for the kernel acceptance tests, run on lab hosts.
 
-  bpfload.py attach OBJECT PINDIR   load OBJECT, attach every program, pin the links
+  bpfload.py attach OBJECT PINDIR   load OBJECT, attach every program (a catalog policy's enforcing
+                                    ones), pin the links
   bpfload.py hook                   exit 0 if the kernel has the BPF OOM hook
   bpfload.py links PINDIR           the pinned links as the kernel describes them (JSON)
 
@@ -32,12 +33,24 @@ def attach(object_path, pin_dir):
                 "not found in its BTF (/sys/kernel/btf/vmlinux); boot a kernel carrying the hook")
     lib = agent.libbpf()
     obj = lib.bpf_object__open_file(object_path.encode(), None)
+    # A catalog policy also holds its shadow and explain programs: only its enforcing ones are attached.
+    names, prog = [], lib.bpf_object__next_program(obj, None) if obj else None
+    while prog:
+        names.append(lib.bpf_program__name(prog).decode())
+        prog = lib.bpf_object__next_program(obj, prog)
+    enforce = agent.MODES["enforce"]
+    for name in names:
+        if set(names) & set(enforce) and name not in enforce:
+            lib.bpf_program__set_autoload(lib.bpf_object__find_program_by_name(obj, name.encode()), False)
     if not obj or lib.bpf_object__load(obj) != 0:
         fail(4, f"loading {object_path} failed: {agent._errno_text()}\n{agent._verifier_tail()}")
     os.makedirs(pin_dir, exist_ok=True)
     prog = lib.bpf_object__next_program(obj, None)
     while prog:
         name = lib.bpf_program__name(prog).decode()
+        if set(names) & set(enforce) and name not in enforce:
+            prog = lib.bpf_object__next_program(obj, prog)
+            continue
         link = lib.bpf_program__attach(prog)
         if not link or lib.bpf_link__pin(link, os.path.join(pin_dir, name).encode()) != 0:
             fail(4, f"attaching or pinning {name} failed: {agent._errno_text()}")

@@ -13,8 +13,9 @@ import pytest
 from ansible.module_utils.testing import patch_module_args
 from ansible_collections.bpfoom.fleet.plugins.modules import policy
 
-WEB = {"policy_name": "web", "policy_hash": "a" * 64}
-WEB_NEXT = {"policy_name": "web_next", "policy_hash": "b" * 64}
+WEB = {"policy_name": "web", "policy_hash": "a" * 64, "mode": "enforce"}
+WEB_NEXT = {"policy_name": "web_next", "policy_hash": "b" * 64, "mode": "enforce"}
+WEB_SHADOW = dict(WEB, mode="shadow")
 FACTS = {"kernel_release": "6.12.117-bpfoom", "hook": True, "libbpf_version": "1.1",
          "hook_functions": dict.fromkeys(("bpf_oom_evaluate_task", "bpf_set_policy_name", "set_oom_policy_name"), True)}
 NO_HOOK = dict(FACTS, hook=False, kernel_release="6.12.117-unpatched",
@@ -26,24 +27,25 @@ class FakeAgent:
 
     def __init__(self, attached=None, good=(), kernel_disagrees=False):
         self.attached = attached
-        self.desired = attached and attached["policy_hash"]
+        self.desired = attached and (attached["policy_hash"], attached["mode"])
         self.good = list(good)
         self.kernel_disagrees = kernel_disagrees
         self.commands = []
 
     def rollback_target(self):
-        earlier = [identity for identity in self.good if identity["policy_hash"] != self.desired]
+        earlier = [identity for identity in self.good if (identity["policy_hash"], identity["mode"]) != self.desired]
         return earlier[-1] if earlier else None
 
     def status(self):
         policies = [dict(self.attached, managed=True, attached=True, links=[{"link_id": 1}], evaluations=7,
                          selections=2)] if self.attached else []
-        return {"attached_policy": self.attached, "desired_hash": self.desired, "policies": policies,
+        return {"attached_policy": self.attached, "desired_hash": self.desired and self.desired[0],
+                "desired_mode": self.desired and self.desired[1], "policies": policies,
                 "rollback_target": self.rollback_target()}
 
     def _run(self, identity):
         self.attached = WEB_NEXT if self.kernel_disagrees else identity
-        self.desired = identity["policy_hash"]
+        self.desired = (identity["policy_hash"], identity["mode"])
         self.good = [g for g in self.good if g != identity] + [identity]
 
     def __call__(self, module, *args, result=None):
@@ -51,9 +53,11 @@ class FakeAgent:
         if args[0] == "status":
             return self.status()
         if args[0] == "apply":
-            with open(f"{args[1]}/manifest.json") as handle:
+            with open(f"{args[-1]}/manifest.json") as handle:
                 manifest = json.load(handle)
-            self._run({"policy_name": manifest["name"], "policy_hash": manifest["hash"]})
+            mode = args[1].split("=")[1]
+            self.commands[-1] = f"apply {mode}"
+            self._run({"policy_name": manifest["name"], "policy_hash": manifest["hash"], "mode": mode})
         elif args[0] == "rollback":
             self._run(self.rollback_target())
         elif args[0] == "detach":
@@ -112,7 +116,7 @@ def test_present_attaches_and_reads_the_kernel_back(capsys, host):
     result = run(capsys, present(WEB))
     assert result["changed"] and (result["policy_name"], result["policy_hash"]) == (WEB["policy_name"], WEB["policy_hash"])
     assert result["previous"] is None and result["links"] == [{"link_id": 1}] and result["evaluations"] == 7
-    assert host.agent.commands == ["status", "apply", "status"]       # the read-back is a status of its own
+    assert host.agent.commands == ["status", "apply enforce", "status"]       # the read-back is a status of its own
 
 
 def test_present_with_the_policy_attached_changes_nothing(capsys, host):
@@ -186,14 +190,36 @@ def test_absent_detaches_once(capsys, host, check):
         assert not run(capsys, {"state": "absent"})["changed"]
 
 
-@pytest.mark.parametrize("facts, installed, note", [
-    (NO_HOOK, True, "has no BPF OOM hook: nothing to detach"),
-    (FACTS, False, "no agent on this host"),
-])
-def test_absent_where_nothing_can_be_attached_is_unchanged(capsys, host, facts, installed, note):
-    host.facts, host.installed = facts, installed
+def test_absent_without_the_agent_is_unchanged(capsys, host):
+    host.installed = False
     result = run(capsys, {"state": "absent"})
-    assert not result["changed"] and note in result["notes"][0] and host.agent.commands == []
+    assert not result["changed"] and "no agent on this host" in result["notes"][0] and host.agent.commands == []
+
+
+def test_absent_on_a_kernel_without_the_hook_detaches_its_shadow_policy(capsys, host):
+    host.facts, host.agent = NO_HOOK, FakeAgent(attached=WEB_SHADOW)
+    result = run(capsys, {"state": "absent"})
+    assert result["changed"] and result["previous"] == WEB_SHADOW
+    assert host.agent.commands == ["status", "detach", "status"]
+    assert not run(capsys, {"state": "absent"})["changed"]
+
+
+def test_unpatched_shadow_runs_the_policy_in_shadow_mode_then_changes_nothing(capsys, host):
+    host.facts = NO_HOOK
+    result = run(capsys, present(WEB, unpatched="shadow"))
+    assert result["changed"] and result["mode"] == "shadow" and "runs in shadow mode" in result["notes"][0]
+    assert host.agent.commands == ["status", "apply shadow", "status"]
+    assert not run(capsys, present(WEB, unpatched="shadow"))["changed"]
+
+
+def test_the_same_policy_in_the_other_mode_is_a_change(capsys, host):
+    host.agent = FakeAgent(attached=WEB_SHADOW)
+    result = run(capsys, present(WEB), diff=True)
+    assert result["changed"] and result["mode"] == "enforce" and result["previous"] == WEB_SHADOW
+    assert "mode: shadow" in result["diff"]["before"] and "mode: enforce" in result["diff"]["after"]
+    assert host.agent.commands == ["status", "apply enforce", "status"]
+    assert not run(capsys, present(WEB))["changed"]
+    assert run(capsys, present(WEB, mode="shadow"))["mode"] == "shadow"
 
 
 def test_rollback_from_steps_back_once_then_changes_nothing(capsys, host):

@@ -85,11 +85,17 @@ def test_the_manifest_carries_every_object_property():
                         "strict": False, "host_inputs": []}
 
 
+def test_the_mode_is_the_hosts_not_the_objects_and_is_checked():
+    assert render(dict(EXAMPLES["prefer_avoid"], mode="shadow")) == render(EXAMPLES["prefer_avoid"])
+    with pytest.raises(PolicyError, match="mode: 'dry' is not one of enforce, shadow"):
+        catalog.validate(dict(EXAMPLES["prefer_avoid"], mode="dry"))
+
+
 def test_the_smoke_section_is_part_of_the_policy_value_not_of_the_object():
     with_smoke = dict(EXAMPLES["prefer_avoid"], smoke={"limit_mib": 128})
     assert render(with_smoke) == render(EXAMPLES["prefer_avoid"])
     with pytest.raises(PolicyError, match="^policy: unknown key"):
-        catalog.validate(dict(EXAMPLES["prefer_avoid"], mode="shadow2"))
+        catalog.validate(dict(EXAMPLES["prefer_avoid"], moed="shadow"))
 
 
 def test_a_template_may_not_reach_host_variables(tmp_path):
