@@ -186,7 +186,29 @@ def test_a_host_without_the_hook_fails_the_rollout_by_default(lab, rollout_lab):
     assert process.returncode != 0
     assert outcomes(rows) == {"nohook1": ("failed", "Stop at a host whose kernel lacks the hook")}, rows
     assert rows["nohook1"]["detail"] == ("kernel 6.12.117-unpatched has no BPF OOM hook: boot a kernel carrying it, "
-                                         "leave the host out, or set bpfoom_unpatched_hosts=skip"), rows
+                                         "leave the host out, or set bpfoom_unpatched_hosts=skip (or shadow, to see "
+                                         "what the policy would do there)"), rows
+
+
+def test_a_host_without_the_hook_can_run_its_policy_in_shadow_mode(lab, rollout_lab):
+    options = dict(bpfoom_hosts="nohook1", bpfoom_canary_smoke=False, bpfoom_unpatched_hosts="shadow")
+    process, _results, rows = rollout(rollout_lab, **options)
+    assert process.returncode == 0, process.stdout[-3000:]
+    assert (rows["nohook1"]["outcome"], rows["nohook1"]["runs_now"], rows["nohook1"]["mode"]) == \
+        ("done", "legacy (shadow)", "shadow"), rows
+    assert rows["nohook1"]["detail"].endswith("in shadow mode"), rows
+    process, _results, rows = rollout(rollout_lab, **options)
+    assert process.returncode == 0 and recap(process)["nohook1"]["changed"] == 0, process.stdout[-3000:]
+    report = rollout_lab["work"] / "verify-shadow.json"
+    process, _results = playbook(rollout_lab, "verify", bpfoom_hosts="nohook1", bpfoom_unpatched_hosts="shadow",
+                                 bpfoom_report_file=str(report))
+    assert process.returncode == 0, process.stdout[-3000:]
+    [row] = json.loads(report.read_text())
+    assert row["attached"] and (row["mode"], row["expected_mode"]) == ("shadow", "shadow") and row["would_kill"], row
+    assert "WOULD KILL NOW" in process.stdout
+    process, _results = playbook(rollout_lab, "detach", bpfoom_hosts="nohook1")
+    assert process.returncode == 0 and recap(process)["nohook1"]["changed"] == 1, process.stdout[-3000:]
+    assert json.loads(fleet.run_on(lab["nohook1"], "bpfoomctl status").stdout)["attached_policy"] is None
 
 
 def test_verify_reports_every_host_and_fails_a_mismatch(lab, rollout_lab):
@@ -197,7 +219,8 @@ def test_verify_reports_every_host_and_fails_a_mismatch(lab, rollout_lab):
     assert {host: counts["exec"] for host, counts in _results["_executions"].items()} == \
         {"hook1": 1, "hook2": 1, "nohook1": 1}, _results["_executions"]          # read-only, one call each
     assert rows["hook1"]["attached"] and rows["hook1"]["policy_name"] == "web" and rows["hook1"]["group"] == "hook"
-    assert rows["hook1"]["policy_hash"] == rows["hook1"]["expected_hash"]
+    assert rows["hook1"]["policy_hash"] == rows["hook1"]["expected_hash"] and rows["hook1"]["mode"] == "enforce"
+    assert rows["hook1"]["would_kill"]["pid"] > 1 and rows["hook1"]["kernel_would_kill"]["pid"] > 1, rows["hook1"]
     assert not rows["nohook1"]["hook"] and not rows["nohook1"]["attached"]
     assert all(counts["changed"] == 0 for counts in recap(process).values()), process.stdout[-3000:]
 

@@ -414,14 +414,15 @@ def desired_problem():
 
 def status():
     missing, missing_shadow = missing_hook_functions(), missing_functions(SHADOW_FUNCTIONS)
+    desired = _read(DESIRED_FILE)
     report = {
         "kernel_release": os.uname().release,
         "hook": not missing,
         "hook_functions": {name: name not in missing for name in HOOK_FUNCTIONS},
         "bpffs": bpffs_mounted(),
         "libbpf_version": "%d.%d" % libbpf_version(),
-        "desired_hash": split_key(_read(DESIRED_FILE) or "")[0] or None,
-        "desired_mode": split_key(_read(DESIRED_FILE))[1] if _read(DESIRED_FILE) else None,
+        "desired_hash": split_key(desired)[0] if desired else None,
+        "desired_mode": split_key(desired)[1] if desired else None,
         "shadow_functions": {name: name not in missing_shadow for name in SHADOW_FUNCTIONS},
         "desired_problem": desired_problem(),
         "last_known_good": _good_list(),

@@ -1,0 +1,170 @@
+"""Benchmark: explain's wall time beside status's, and the BPF run time a policy adds to a memcg OOM, enforced and
+in shadow mode, with 1,000 extra tasks.
+
+    PATH=<venv>/bin:$PATH python3 tests/benchmarks/explain_and_oom_cost.py [--tasks 1000] [--runs 5]
+
+Boots one patched lab host (1 vCPU, as the lab's hosts) and applies the policy
+prefer_b (prefer_avoid, prefers the comm hog_b). Then, side by side in one run:
+- `bpfoomctl explain` and `bpfoomctl status`, --runs times each, alternating,
+  with --tasks extra sleeping processes on the host (wall time, median);
+- --runs memcg OOMs with the policy enforced and --runs in shadow mode,
+  alternating, each with the --tasks processes inside the OOM's cgroup (so
+  every OOM scores them all): the kernel's own BPF statistics
+  (kernel.bpf_stats_enabled, run_time_ns of the mode's programs) before and
+  after each OOM give the time the policy's programs ran during it.
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+TESTS = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(TESTS / "lab"), str(TESTS), str(TESTS.parent / "build" / "collections")]
+
+from fleetlab import fleet  # noqa: E402  (needs the paths above)
+from policytools import build_policy, install_agent, upload_policy  # noqa: E402
+
+PREFER_B = {"name": "prefer_b", "template": "prefer_avoid", "params": {"prefer": {"comm": ["hog_b"]}}}
+
+# On the host. Arguments: TASKS RUNS. Prints the figures as JSON.
+GUEST = r"""
+import json, os, signal, statistics, subprocess, sys, time
+tasks, runs = int(sys.argv[1]), int(sys.argv[2])
+CG = "/sys/fs/cgroup/bench"
+
+def write(path, text):
+    with open(path, "w") as handle:
+        handle.write(text)
+
+def sleepers(count, cgroup=None):
+    # count processes that only wait, forked from one parent (placed in cgroup first).
+    parent = os.fork()
+    if parent == 0:
+        if cgroup:
+            write(cgroup + "/cgroup.procs", str(os.getpid()))
+        for _ in range(count):
+            if os.fork() == 0:
+                signal.pause()
+                os._exit(0)
+        signal.pause()
+        os._exit(0)
+    return parent
+
+def stop(parent, cgroup=None):
+    if cgroup:
+        write(cgroup + "/cgroup.kill", "1")
+    else:
+        subprocess.run(["pkill", "-KILL", "-P", str(parent)])
+        os.kill(parent, signal.SIGKILL)
+    os.waitpid(parent, 0)
+
+def timed(command):
+    started = time.monotonic()
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+    return time.monotonic() - started
+
+def bpf_run_ns(names):
+    progs = json.loads(subprocess.run(["bpftool", "-j", "prog", "show"], capture_output=True, text=True).stdout)
+    chosen = [p for p in progs if p.get("name") in names]
+    return sum(p.get("run_time_ns", 0) for p in chosen), sum(p.get("run_cnt", 0) for p in chosen)
+
+ENFORCE = {"bpfoom_evaluate_task", "bpfoom_set_policy_name"}
+SHADOW = {"bpfoom_shadow_oom_start", "bpfoom_shadow_candidate", "bpfoom_shadow_kill", "bpfoom_shadow_oom_end"}
+
+def memcg_oom(mode):
+    # One memcg OOM with `tasks` sleepers in the cgroup: the policy's BPF time during it, and the victim.
+    os.makedirs(CG, exist_ok=True)
+    parent = sleepers(tasks, CG)
+    while len(open(CG + "/cgroup.procs").read().split()) < tasks + 1:
+        time.sleep(0.1)
+    base = int(open(CG + "/memory.current").read())
+    write(CG + "/memory.max", str(base + 96 * 2**20))
+    hogs = []
+    def hog(name, mib):
+        proc = subprocess.Popen(["/root/memhog", name, str(mib)], stdout=subprocess.PIPE,
+                                preexec_fn=lambda: write(CG + "/cgroup.procs", str(os.getpid())))
+        proc.stdout.readline()          # memhog says when it holds its memory
+        hogs.append(proc)
+        return proc
+    hog("hog_a", 60)
+    hog("hog_b", 10)
+    names = ENFORCE if mode == "enforce" else SHADOW
+    ns0, cnt0 = bpf_run_ns(names)
+    hogs.append(subprocess.Popen(["/root/memhog", "hog_c", "40"], stdout=subprocess.DEVNULL,    # the trigger
+                                 preexec_fn=lambda: write(CG + "/cgroup.procs", str(os.getpid()))))
+    deadline = time.monotonic() + 60
+    while all(h.poll() is None for h in hogs[:2]) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)
+    ns1, cnt1 = bpf_run_ns(names)
+    victim = "hog_a" if hogs[0].poll() is not None else "hog_b" if hogs[1].poll() is not None else None
+    write(CG + "/cgroup.kill", "1")
+    for proc in hogs:
+        proc.wait()
+    os.waitpid(parent, 0)
+    while open(CG + "/cgroup.procs").read().strip():
+        time.sleep(0.05)
+    os.rmdir(CG)
+    return {"ns": ns1 - ns0, "runs": cnt1 - cnt0, "victim": victim}
+
+write("/proc/sys/kernel/bpf_stats_enabled", "1")
+figures = {"explain_s": [], "status_s": [], "enforce": [], "shadow": []}
+parent = sleepers(tasks)
+time.sleep(2)
+for _ in range(runs):
+    figures["explain_s"].append(timed(["bpfoomctl", "explain"]))
+    figures["status_s"].append(timed(["bpfoomctl", "status"]))
+stop(parent)
+for _ in range(runs):
+    for mode in ("enforce", "shadow"):
+        subprocess.run(["bpfoomctl", "apply", "--mode=" + mode, "/root/policy"], check=True, stdout=subprocess.DEVNULL)
+        figures[mode].append(memcg_oom(mode))
+print(json.dumps(figures))
+"""
+
+
+def median(values):
+    values = sorted(values)
+    return values[len(values) // 2]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--tasks", type=int, default=1000)
+    parser.add_argument("--runs", type=int, default=5)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="bpfoom-bench-") as work:
+        os.environ["BPFOOM_LAB_DIR"] = str(Path(work) / "lab")
+        memhog = Path(work) / "memhog"
+        subprocess.run(["gcc", "-O2", "-static", "-o", str(memhog), str(TESTS / "kernel" / "memhog.c")], check=True)
+        try:
+            host = fleet.up(["bench=1:patched"], memory_mib=1024)["hosts"]["bench1"]
+            install_agent(host)
+            upload_policy(host, build_policy(PREFER_B, Path(work) / "objects"), "/root/policy")
+            fleet.copy_to(host, memhog, "/root/memhog")
+            guest = Path(work) / "cost.py"
+            guest.write_text(GUEST)
+            fleet.copy_to(host, guest, "/root/cost.py")
+            fleet.run_on(host, "bpfoomctl apply /root/policy > /dev/null")
+            result = fleet.run_on(host, f"python3 /root/cost.py {args.tasks} {args.runs}", timeout=300 * args.runs)
+        finally:
+            fleet.down()
+    figures = json.loads(result.stdout)
+    explain, status = median(figures["explain_s"]), median(figures["status_s"])
+    print(f"{args.tasks} extra tasks, {args.runs} runs each, medians:")
+    print(f"  bpfoomctl explain {explain:.3f} s   bpfoomctl status {status:.3f} s   ratio {explain / status:.2f}")
+    for mode in ("enforce", "shadow"):
+        runs = figures[mode]
+        per_oom = median([run["ns"] for run in runs]) / 1000
+        calls = median([run["runs"] for run in runs])
+        print(f"  memcg OOM, {mode:7}: the policy's programs ran {per_oom:8.1f} us in {calls} calls per OOM "
+              f"(victims: {', '.join(str(run['victim']) for run in runs)})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,141 @@
+"""Lab tier of issue 11: see what a policy would do before enforcing it (shadow mode, explain, metrics).
+
+Shadow mode runs on hook2 (patched) and nohook1 (unpatched): the policy prefers
+hog_b, the kernel's own choice is hog_a (the biggest), so they disagree, and
+the kernel's OOM report says what really happened. explain runs just before an
+enforced OOM on the same scenario and must name its victim.
+"""
+
+import json
+import re
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from fleetlab import fleet
+from policytools import install_agent, run_playbook
+from test_agent import METRICS, PLAYBOOKS, PREFER_B, agent_lab, bpfoomctl, play, wait_for_metrics  # noqa: F401
+from bpfoomctl import MESSAGE_IDS
+
+pytestmark = pytest.mark.lab
+
+SCENARIO = [("hog_a", 60), ("hog_b", 10), ("hog_c", 28)]      # hog_a: the kernel's choice; hog_b: the policy's
+
+
+def journal_entries(host, message_id, since):
+    out = fleet.run_on(host, f"journalctl -o json --since @{since} MESSAGE_ID={message_id}").stdout
+    return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+
+def killed_pid(outcome, comm):
+    return int(re.search(rf"Killed process (\d+) \({comm}\)", " ".join(outcome["kill_lines"]))[1])
+
+
+def parse(text):
+    """A metrics file, parsed by Prometheus' own text parser: {name or name{labels}: value}."""
+    values = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            label = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()) if k != "policy_hash")
+            values[sample.name + (f"{{{label}}}" if label else "")] = sample.value
+    return values
+
+
+def metrics(host, ooms):
+    """The agent's metrics once its file (rewritten every 10 s) counts this many OOMs."""
+    return parse(wait_for_metrics(host, lambda text: parse(text).get("bpfoom_ooms_total") == ooms))
+
+
+@pytest.mark.parametrize("name", ["hook2", "nohook1"])
+def test_shadow_mode_records_both_choices_and_decides_nothing(lab, agent_lab, hook2_host, _unpatched, name):
+    host, lab_host = lab[name], {"hook2": hook2_host, "nohook1": _unpatched}[name]
+    fleet.run_on(host, f"install -d -m 0755 {METRICS.rsplit('/', 1)[0]}")
+    process, results = play(agent_lab, "apply_policy.yml", name, policy=dict(PREFER_B, mode="shadow"))
+    assert process.returncode == 0 and results["Run the policy"][name]["mode"] == "shadow"
+    fleet.run_on(host, "systemctl restart bpfoom.service")       # the metrics directory exists now
+    status = bpfoomctl(host, "status")
+    assert status["attached_policy"]["mode"] == "shadow" and status["desired_mode"] == "shadow"
+    shadow = next(p for p in status["policies"] if p["attached"])
+    assert sorted(link["target"] for link in shadow["links"]) == [
+        "oom_badness", "oom_kill_process", "out_of_memory", "out_of_memory"]
+    # policy_info explains the desired policy, on both kernels.
+    process, results = run_playbook(PLAYBOOKS / "info.yml", fleet.inventory_path(), "--limit", name,
+                                    results_dir=agent_lab["work"])
+    info = results["Read the host"][name]
+    assert info["attached_policy"]["mode"] == "shadow" and info["explain"]["would_kill"]["pid"] > 1, info
+    since = int(float(fleet.run_on(host, "date +%s.%N").stdout))
+
+    outcome = lab_host.oom(96, SCENARIO)
+    # The kernel's choice is unchanged, and no policy is credited with it.
+    assert outcome["victim"] == "hog_a", outcome
+    if name == "hook2":
+        assert outcome["policy_names"] == ["default"], outcome["reports"]
+    else:
+        assert "policy_name=" not in outcome["reports"][0]
+    # One journal entry for this OOM, naming both, as the kernel's report does.
+    deadline_entries = []
+    for _attempt in range(20):
+        deadline_entries = journal_entries(host, MESSAGE_IDS["shadow"], since)
+        if deadline_entries:
+            break
+        fleet.run_on(host, "sleep 1")
+    [entry] = deadline_entries
+    assert entry["BPFOOM_OUTCOME"] == "disagree" and entry["BPFOOM_OOM"] == "memcg"
+    assert entry["BPFOOM_KERNEL_VICTIM_COMM"] == "hog_a"
+    assert int(entry["BPFOOM_KERNEL_VICTIM_PID"]) == killed_pid(outcome, "hog_a")
+    assert entry["BPFOOM_POLICY_VICTIM_COMM"] == "hog_b"
+    assert entry["MESSAGE"] == (f"bpfoom policy prefer_b (shadow) would have killed hog_b[{entry['BPFOOM_POLICY_VICTIM_PID']}]; "
+                                f"the kernel killed hog_a[{entry['BPFOOM_KERNEL_VICTIM_PID']}]")
+    # The metrics parse, and say what status says.
+    status = bpfoomctl(host, "status")
+    counters = next(p for p in status["policies"] if p["attached"])
+    values = metrics(host, counters["ooms"])
+    assert values["bpfoom_policy_info{mode=shadow,policy_name=prefer_b}"] == 1
+    assert values["bpfoom_hook_present"] == (1 if name == "hook2" else 0)
+    for outcome_kind in ("agree", "disagree", "no_victim", "not_comparable"):
+        assert values[f"bpfoom_shadow_outcomes_total{{outcome={outcome_kind}}}"] == counters[f"shadow_{outcome_kind}"]
+    assert values["bpfoom_ooms_total"] == counters["ooms"] >= 1 and counters["shadow_disagree"] >= 1
+    # Promotion (hook2) is an ordinary apply of the same policy in enforce mode; then the policy decides.
+    if name == "hook2":
+        process, results = play(agent_lab, "apply_policy.yml", name, policy=PREFER_B)
+        assert results["Run the policy"][name]["changed"] and results["Run the policy"][name]["mode"] == "enforce"
+        assert lab_host.oom(96, SCENARIO)["victim"] == "hog_b"
+    play(agent_lab, "apply_policy.yml", name, policy=PREFER_B, state="absent")
+
+
+def test_explain_names_the_victim_of_the_next_enforced_oom(lab, agent_lab, hook2_host):
+    host = lab["hook2"]
+    play(agent_lab, "apply_policy.yml", "hook2", policy=PREFER_B)
+    # Just before the trigger: the scenario's cgroup is /bpfoom-smoke-<the scenario's PID> ($PPID of the hook).
+    outcome = hook2_host.oom(96, SCENARIO, before_trigger="bpfoomctl explain --cgroup=/bpfoom-smoke-$PPID > /run/explain.json")
+    explained = json.loads(fleet.run_on(host, "cat /run/explain.json").stdout)
+    assert explained["would_kill"]["comm"] == "hog_b" and explained["kernel_would_kill"]["comm"] == "hog_a"
+    assert explained["would_kill"]["pid"] == killed_pid(outcome, "hog_b"), (explained, outcome)
+    assert outcome["victim"] == "hog_b" and not explained["agrees"]
+
+
+@pytest.mark.parametrize("name", ["hook2", "nohook1"])
+def test_explain_previews_a_policy_that_is_not_attached(lab, agent_lab, name):
+    host = lab[name]
+    play(agent_lab, "apply_policy.yml", name, policy=PREFER_B, state="absent")
+    install_agent(host)                     # the program alone: no unit, no policy
+    entry = agent_lab["cache"]
+    built = sorted(p for p in entry.iterdir() if (p / "manifest.json").exists() and
+                   json.loads((p / "manifest.json").read_text())["name"] == "prefer_b")[0]
+    fleet.run_on(host, "install -d -m 0700 /root/preview")
+    for file in ("policy.bpf.o", "manifest.json"):
+        fleet.copy_to(host, built / file, f"/root/preview/{file}")
+    # A process the policy prefers (its comm is its program's name), detached from the SSH session.
+    fleet.run_on(host, "cp /bin/sleep /root/hog_b; setsid /root/hog_b 300 >/dev/null 2>&1 < /dev/null & "
+                       "echo $! > /run/sleeper.pid")
+    try:
+        preview = bpfoomctl(host, "explain /root/preview")
+    finally:
+        fleet.run_on(host, "kill $(cat /run/sleeper.pid)")
+    assert preview["policy_name"] == "prefer_b" and preview["would_kill"]["comm"] == "hog_b"
+    assert preview["would_kill"]["rank"] == 2 and preview["tasks"] >= 5
+    assert bpfoomctl(host, "status")["attached_policy"] is None      # a preview attaches nothing
+    # policy_info explains the desired policy; verify shows it per host.
+    process, results = run_playbook(PLAYBOOKS / "info.yml", fleet.inventory_path(), "--limit", name,
+                                    results_dir=agent_lab["work"])
+    assert results["Read the host"][name]["explain"] is None        # nothing desired: nothing to explain
