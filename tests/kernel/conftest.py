@@ -80,6 +80,13 @@ def unpatched_host(_unpatched):
     _unpatched.detach_all()
 
 
+@pytest.fixture(scope="module")
+def agent_lab(lab, tmp_path_factory):
+    """Where the agent's playbooks (tests/kernel/playbooks) keep their results and compiled objects."""
+    work = tmp_path_factory.mktemp("agent")
+    return {"work": work, "cache": work / "objects"}
+
+
 class LabHost:
     """One lab host as the kernel tests use it."""
 

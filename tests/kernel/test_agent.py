@@ -25,13 +25,6 @@ PREFER_B = {"name": "prefer_b", "template": "prefer_avoid", "params": {"prefer":
 PREFER_C = {"name": "prefer_c", "template": "prefer_avoid", "params": {"prefer": {"comm": ["hog_c"]}}}
 
 
-@pytest.fixture(scope="module")
-def agent_lab(lab, tmp_path_factory):
-    """The role applied once to hook2 and nohook1 (its own test checks idempotence and check mode)."""
-    work = tmp_path_factory.mktemp("agent")
-    return {"work": work, "cache": work / "objects"}
-
-
 def play(agent_lab, playbook, limit, *extra, policy=None, state=None):
     extra_vars = {"bpfoom_object_cache": str(agent_lab["cache"])}
     if policy:
