@@ -32,7 +32,7 @@ PREFER_B = {"name": "prefer_b", "template": "prefer_avoid", "params": {"prefer":
 
 # On the host. Arguments: TASKS RUNS. Prints the figures as JSON.
 GUEST = r"""
-import json, os, signal, statistics, subprocess, sys, time
+import json, os, re, signal, subprocess, sys, time
 tasks, runs = int(sys.argv[1]), int(sys.argv[2])
 CG = "/sys/fs/cgroup/bench"
 
@@ -61,6 +61,11 @@ def stop(parent, cgroup=None):
         subprocess.run(["pkill", "-KILL", "-P", str(parent)])
         os.kill(parent, signal.SIGKILL)
     os.waitpid(parent, 0)
+
+def kills():
+    # The processes the kernel killed so far, in order (its own log).
+    log = subprocess.run(["dmesg"], capture_output=True, text=True).stdout
+    return re.findall(r"Killed process \d+ \((\S+)\)", log)
 
 def timed(command):
     started = time.monotonic()
@@ -94,14 +99,18 @@ def memcg_oom(mode):
     hog("hog_b", 10)
     names = ENFORCE if mode == "enforce" else SHADOW
     ns0, cnt0 = bpf_run_ns(names)
-    hogs.append(subprocess.Popen(["/root/memhog", "hog_c", "40"], stdout=subprocess.DEVNULL,    # the trigger
+    kills_before = len(kills())
+    hogs.append(subprocess.Popen(["/root/memhog", "hog_c", "28"], stdout=subprocess.DEVNULL,    # the trigger
                                  preexec_fn=lambda: write(CG + "/cgroup.procs", str(os.getpid()))))
     deadline = time.monotonic() + 60
     while all(h.poll() is None for h in hogs[:2]) and time.monotonic() < deadline:
         time.sleep(0.05)
-    time.sleep(0.5)
+    deadline = time.monotonic() + 5
+    while len(kills()) == kills_before and time.monotonic() < deadline:    # the kill's line is printed last
+        time.sleep(0.1)
     ns1, cnt1 = bpf_run_ns(names)
-    victim = "hog_a" if hogs[0].poll() is not None else "hog_b" if hogs[1].poll() is not None else None
+    ooms = int(dict(line.split() for line in open(CG + "/memory.events"))["oom_kill"])
+    victims = kills()[kills_before:]
     write(CG + "/cgroup.kill", "1")
     for proc in hogs:
         proc.wait()
@@ -109,7 +118,8 @@ def memcg_oom(mode):
     while open(CG + "/cgroup.procs").read().strip():
         time.sleep(0.05)
     os.rmdir(CG)
-    return {"ns": ns1 - ns0, "runs": cnt1 - cnt0, "victim": victim}
+    return {"ns": (ns1 - ns0) / max(ooms, 1), "runs": (cnt1 - cnt0) / max(ooms, 1), "ooms": ooms,
+            "victim": victims[0] if victims else None}
 
 write("/proc/sys/kernel/bpf_stats_enabled", "1")
 figures = {"explain_s": [], "status_s": [], "enforce": [], "shadow": []}
@@ -161,8 +171,9 @@ def main() -> int:
         runs = figures[mode]
         per_oom = median([run["ns"] for run in runs]) / 1000
         calls = median([run["runs"] for run in runs])
-        print(f"  memcg OOM, {mode:7}: the policy's programs ran {per_oom:8.1f} us in {calls} calls per OOM "
-              f"(victims: {', '.join(str(run['victim']) for run in runs)})")
+        print(f"  memcg OOM, {mode:7}: the policy's programs ran {per_oom:8.1f} us in {calls:.0f} calls per OOM "
+              f"(first victims: {', '.join(str(run['victim']) for run in runs)}; "
+              f"OOMs per scenario: {', '.join(str(run['ooms']) for run in runs)})")
     return 0
 
 
