@@ -92,7 +92,11 @@ ee-context: venv
 	rm -rf $(BUILD)/ee $(BUILD)/ee-context && mkdir -p $(BUILD)/ee
 	ansible-galaxy collection build --force --output-path $(BUILD)/ee .
 	mv $(BUILD)/ee/bpfoom-fleet-*.tar.gz $(BUILD)/ee/bpfoom-fleet.tar.gz
-	ansible-builder create -f meta/execution-environment.yml -c $(BUILD)/ee-context
+	ansible-builder create -f ee/execution-environment.yml -c $(BUILD)/ee-context
+	# The collection's own metadata, as ansible-builder reads it from the installed collection.
+	ansible-galaxy collection install --force -p $(BUILD)/ee/installed $(BUILD)/ee/bpfoom-fleet.tar.gz >/dev/null 2>&1
+	ansible-builder introspect --sanitize $(BUILD)/ee/installed | tee $(BUILD)/ee/introspect.txt
+	grep -q "libbpf-devel" $(BUILD)/ee/introspect.txt && grep -q "Jinja2" $(BUILD)/ee/introspect.txt
 	@echo "[make] build context in $(BUILD)/ee-context (ansible-builder build -c $(BUILD)/ee-context)"
 
 demo: venv collection-link lab-artifacts
