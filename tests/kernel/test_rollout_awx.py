@@ -53,7 +53,8 @@ def test_rollout_job_template_through_ansible_runner(lab, tmp_path):
         "bpfoom_unpatched_hosts": "skip",
     })
     data = tmp_path / "job"
-    shutil.copytree(common.REPO_ROOT / "playbooks", data / "project" / "playbooks")
+    # The project holds only the thin playbooks; the playbook they import is the collection's.
+    shutil.copytree(common.REPO_ROOT / "awx" / "playbooks", data / "project" / "awx" / "playbooks")
     fleet.inventory_directory(data / "inventory", {
         "all": {"agent_manage_packages": False, "bpfoom_object_cache": str(tmp_path / "objects")}})
     (data / "env").mkdir()
