@@ -3,8 +3,9 @@
 No registry is reachable here, so the base image is made from Debian packages
 (mmdebstrap with the machine's own apt sources, as the lab's host image) and
 imported into podman; the project's definition is then built on it by
-ansible-builder with two things swapped: the base image, and the package
-manager (apt-get for dnf). Everything else (ansible-core, ansible-runner, the
+ansible-builder with what a Debian base needs swapped in: the base image, the
+package manager (apt-get for dnf), and pip from the image (Debian's python
+refuses ensurepip). Everything else (ansible-core, ansible-runner, the
 collection and its own metadata, ansible.cfg) is the definition users build.
 The base image already holds the collection's system dependencies
 (meta/ee-bindep.txt, dpkg platform), so bindep finds nothing to install and
@@ -35,6 +36,9 @@ COLLECTION_METADATA = [REPO_ROOT / "meta" / name for name in
 # dpkg packages (installed here so that no build step needs a Debian mirror).
 BASE_PACKAGES = ["python3.11", "python3-pip", "python3-venv", "openssh-client", "ca-certificates",
                  "clang", "libbpf-dev"]
+# This machine's trust store goes in (the build's pip reaches PyPI through it); apt's sources do not.
+BASE_CUSTOMIZE = ('cp /etc/ssl/certs/ca-certificates.crt "$1"/etc/ssl/certs/ca-certificates.crt && '
+                  'rm -f "$1"/etc/apt/sources.list')
 BUILD_DEPENDENCIES = {"podman": "podman", "runc": "runc", "mmdebstrap": "mmdebstrap"}
 CONTAINERS_CONF = """\
 # bpfoom.fleet's lab: rootful podman on a machine with cgroups v1 (crun refuses them).
@@ -66,8 +70,8 @@ def _image_exists(tag: str) -> bool:
 def base_image() -> str:
     """The Debian base image's tag, imported into podman once per recipe."""
     ensure_apt_packages(BUILD_DEPENDENCIES)
-    tag = "localhost/bpfoom-ee-base:" + content_key(SUITE, " ".join(BASE_PACKAGES), Path(__file__).read_bytes(),
-                                                     Path("/etc/ssl/certs/ca-certificates.crt"))
+    recipe = content_key(SUITE, " ".join(BASE_PACKAGES), BASE_CUSTOMIZE, Path("/etc/ssl/certs/ca-certificates.crt"))
+    tag = "localhost/bpfoom-ee-base:" + recipe
     with locked(cache_dir() / "ee" / "build.lock"):
         if _image_exists(tag):
             return tag
@@ -77,29 +81,27 @@ def base_image() -> str:
         work.mkdir(parents=True)
         (work / "sources.list").write_text(machine_apt_sources(SUITE))
         say(f"building the execution environment's {SUITE} base image with mmdebstrap")
-        customize = ('cp /etc/ssl/certs/ca-certificates.crt "$1"/etc/ssl/certs/ca-certificates.crt && '
-                     'rm -f "$1"/etc/apt/sources.list')
         command = ["mmdebstrap", "--variant=minbase", "--format=tar", "--mode=root",
                    f"--include={','.join(BASE_PACKAGES)}", "--dpkgopt=path-exclude=/usr/share/doc/*",
-                   "--dpkgopt=path-exclude=/usr/share/man/*", f"--customize-hook={customize}",
+                   "--dpkgopt=path-exclude=/usr/share/man/*", f"--customize-hook={BASE_CUSTOMIZE}",
                    SUITE, str(work / "base.tar"), str(work / "sources.list")]
         with open(work / "mmdebstrap.log", "w") as log:
             if subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, check=False).returncode != 0:
                 raise LabError(f"mmdebstrap failed: {work / 'mmdebstrap.log'}")
         _podman("import", str(work / "base.tar"), tag, capture_output=True)
         shutil.rmtree(work)
+        _remove_other_tags("localhost/bpfoom-ee-base", tag)
         say(f"base image {tag} in {elapsed(start)}")
     return tag
 
 
 def build_collection(out: Path) -> Path:
-    """This checkout as a collection tarball (what the definition installs)."""
-    out.mkdir(parents=True, exist_ok=True)
-    for old in out.glob("bpfoom-fleet-*.tar.gz"):
-        old.unlink()
+    """This checkout as a collection tarball, named as the definition installs it (as `make ee-context` does)."""
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
     subprocess.run(["ansible-galaxy", "collection", "build", "--force", "--output-path", str(out), str(REPO_ROOT)],
                    check=True, capture_output=True)
-    return next(out.glob("bpfoom-fleet-*.tar.gz"))
+    return next(out.glob("bpfoom-fleet-*.tar.gz")).rename(out / "bpfoom-fleet.tar.gz")
 
 
 def lab_definition(base: str, collection: Path, work: Path) -> Path:
@@ -107,6 +109,7 @@ def lab_definition(base: str, collection: Path, work: Path) -> Path:
     definition = yaml.safe_load(DEFINITION.read_text())
     definition["images"]["base_image"]["name"] = base
     definition["options"]["package_manager_path"] = "/usr/bin/apt-get"
+    definition["options"]["skip_pip_install"] = True          # python3-pip is in the base
     for entry in definition["additional_build_files"]:
         source = (DEFINITION.parent / entry["src"]).resolve()
         entry["src"] = str(collection if source.name == "bpfoom-fleet.tar.gz" else source)
@@ -137,9 +140,14 @@ def image() -> str:
         if result.returncode != 0:
             raise LabError(f"ansible-builder build failed (log: {work / 'build.log'}):\n{result.stdout[-3000:]}")
         say(f"execution environment {tag} in {elapsed(start)}")
-        # Older lab builds go: each is a few hundred MiB of podman's storage.
-        listed = _podman("images", "--format", "{{.Repository}}:{{.Tag}}", "localhost/bpfoom-fleet-ee",
-                         capture_output=True, text=True).stdout.split()
-        for old in set(listed) - {tag}:
-            _podman("rmi", old, check=False, capture_output=True)
+        _remove_other_tags("localhost/bpfoom-fleet-ee", tag)
     return tag
+
+
+def _remove_other_tags(repository: str, keep: str) -> None:
+    """Older lab builds go, and the build's intermediate images: each is hundreds of MiB of podman's storage."""
+    listed = _podman("images", "--format", "{{.Repository}}:{{.Tag}}", repository,
+                     capture_output=True, text=True).stdout.split()
+    for old in set(listed) - {keep}:
+        _podman("rmi", old, check=False, capture_output=True)
+    _podman("image", "prune", "--force", check=False, capture_output=True)
