@@ -8,6 +8,7 @@ enforced OOM on the same scenario and must name its victim.
 
 import json
 import re
+import time
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -139,3 +140,38 @@ def test_explain_previews_a_policy_that_is_not_attached(lab, agent_lab, name):
     process, results = run_playbook(PLAYBOOKS / "info.yml", fleet.inventory_path(), "--limit", name,
                                     results_dir=agent_lab["work"])
     assert results["Read the host"][name]["explain"] is None        # nothing desired: nothing to explain
+
+
+def test_a_global_oom_decided_without_a_scan_is_reported_as_not_comparable(lab, agent_lab, _unpatched):
+    """vm.oom_kill_allocating_task: the kernel kills the allocating task without scoring anyone, so a
+    shadow policy has nothing to compare; it must say so, not count an agreement. On the unpatched kernel,
+    with a global OOM (the whole host's memory)."""
+    host = lab["nohook1"]
+    process, _results = play(agent_lab, "apply_policy.yml", "nohook1", policy=dict(PREFER_B, mode="shadow"))
+    assert process.returncode == 0
+    since = int(float(fleet.run_on(host, "date +%s.%N").stdout))
+    try:
+        fleet.run_on(host, "sysctl -q vm.oom_kill_allocating_task=1")
+        hog = _unpatched.run(
+            "total=$(awk '/MemTotal/ {print int($2 / 1024)}' /proc/meminfo); "
+            f"timeout 300 {_unpatched.guest_dir}/memhog global_hog $((total - 16)); echo exit=$?",
+            check=False, timeout=400)
+        assert "exit=137" in hog.stdout, hog                # the OOM killer's SIGKILL, to the allocating task
+    finally:
+        for _attempt in range(30):
+            if fleet.ssh_ready(host):
+                break
+            time.sleep(2)
+        fleet.run_on(host, "sysctl -q vm.oom_kill_allocating_task=0")
+    entries = []
+    for _attempt in range(20):
+        entries = journal_entries(host, MESSAGE_IDS["shadow"], since)
+        if entries:
+            break
+        fleet.run_on(host, "sleep 1")
+    assert entries and entries[0]["BPFOOM_OUTCOME"] == "not_comparable", entries
+    assert entries[0]["BPFOOM_OOM"] == "global" and entries[0]["BPFOOM_KERNEL_VICTIM_COMM"] == "global_hog"
+    assert "without a scan" in entries[0]["MESSAGE"] and entries[0]["BPFOOM_CANDIDATES"] == "0"
+    counters = next(p for p in bpfoomctl(host, "status")["policies"] if p["attached"])
+    assert counters["shadow_not_comparable"] >= 1 and counters["shadow_agree"] == 0
+    play(agent_lab, "apply_policy.yml", "nohook1", policy=PREFER_B, state="absent")
