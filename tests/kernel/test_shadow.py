@@ -23,9 +23,15 @@ pytestmark = pytest.mark.lab
 SCENARIO = [("hog_a", 60), ("hog_b", 10), ("hog_c", 28)]      # hog_a: the kernel's choice; hog_b: the policy's
 
 
-def journal_entries(host, message_id, since):
-    out = fleet.run_on(host, f"journalctl -o json --since @{since} MESSAGE_ID={message_id}").stdout
-    return [json.loads(line) for line in out.splitlines() if line.strip()]
+def shadow_entries(host, since, timeout=20):
+    """The shadow verdicts the agent wrote since `since` (Unix time), once there is one (it follows a ring buffer)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        out = fleet.run_on(host, f"journalctl -o json --since @{since} MESSAGE_ID={MESSAGE_IDS['shadow']}").stdout
+        entries = [json.loads(line) for line in out.splitlines() if line.strip()]
+        if entries or time.monotonic() > deadline:
+            return entries
+        time.sleep(1)
 
 
 def killed_pid(outcome, comm):
@@ -74,13 +80,7 @@ def test_shadow_mode_records_both_choices_and_decides_nothing(lab, agent_lab, ho
     else:
         assert "policy_name=" not in outcome["reports"][0]
     # One journal entry for this OOM, naming both, as the kernel's report does.
-    deadline_entries = []
-    for _attempt in range(20):
-        deadline_entries = journal_entries(host, MESSAGE_IDS["shadow"], since)
-        if deadline_entries:
-            break
-        fleet.run_on(host, "sleep 1")
-    [entry] = deadline_entries
+    [entry] = shadow_entries(host, since)
     assert entry["BPFOOM_OUTCOME"] == "disagree" and entry["BPFOOM_OOM"] == "memcg"
     assert entry["BPFOOM_KERNEL_VICTIM_COMM"] == "hog_a"
     assert int(entry["BPFOOM_KERNEL_VICTIM_PID"]) == killed_pid(outcome, "hog_a")
@@ -163,12 +163,7 @@ def test_a_global_oom_decided_without_a_scan_is_reported_as_not_comparable(lab, 
                 break
             time.sleep(2)
         fleet.run_on(host, "sysctl -q vm.oom_kill_allocating_task=0")
-    entries = []
-    for _attempt in range(20):
-        entries = journal_entries(host, MESSAGE_IDS["shadow"], since)
-        if entries:
-            break
-        fleet.run_on(host, "sleep 1")
+    entries = shadow_entries(host, since)
     assert entries and entries[0]["BPFOOM_OUTCOME"] == "not_comparable", entries
     assert entries[0]["BPFOOM_OOM"] == "global" and entries[0]["BPFOOM_KERNEL_VICTIM_COMM"] == "global_hog"
     assert "without a scan" in entries[0]["MESSAGE"] and entries[0]["BPFOOM_CANDIDATES"] == "0"
