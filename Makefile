@@ -13,7 +13,8 @@ export BPFOOM_LAB_CACHE := $(CACHE)
 LABCTL := tests/lab/labctl
 BUILD := $(CURDIR)/build
 TEST_LAB := $(BUILD)/test-lab
-COLLECTION_TREE := $(CACHE)/collection-tree/ansible_collections/bpfoom/fleet
+# One per checkout (keyed by its path): two checkouts' sanity runs must not rebuild each other's tree.
+COLLECTION_TREE := $(CACHE)/collection-tree/$(shell echo $(CURDIR) | sha256sum | cut -c1-12)/ansible_collections/bpfoom/fleet
 # ansible-playbook bpfoom.fleet.NAME finds this checkout as the collection through a link.
 COLLECTION_LINK := $(BUILD)/collections/ansible_collections/bpfoom/fleet
 export ANSIBLE_COLLECTIONS_PATH := $(BUILD)/collections
