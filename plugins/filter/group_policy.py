@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 
 import yaml
@@ -85,6 +86,40 @@ def fleet_plan(hosts, hostvars, group_policies=None):
     return plan
 
 
+STAGES = ("all", "canary", "wave", "rest")
+
+
+def fleet_stage(plan, stage="all", wave_percent=10, done=()):
+    """The hosts of one stage of a staged rollout (the AWX workflow's canary, wave and rest nodes), by name.
+
+    canary: the first host, by name, of each distinct policy: every policy is proven before it spreads.
+    wave: wave_percent % of the hosts not in `done` (rounded up), taken in turn from each policy, so
+    each policy's exposure grows alike. rest: every planned host not in `done`. all: every planned host.
+    `done` is the hosts earlier stages took (their artifacts): a sliced node sees only its slice of the
+    inventory, so it cannot work out which hosts were the canaries; it is told.
+    """
+    if stage not in STAGES:
+        raise AnsibleFilterError(f"bpfoom_stage must be one of {', '.join(STAGES)}, not {stage!r}")
+    done = set(done or ())
+    by_policy = {}
+    for host in sorted(plan["hosts"]):
+        index = plan["hosts"][host]["policy"]
+        if index is not None and host not in done:
+            by_policy.setdefault(index, []).append(host)
+    if stage == "canary":
+        return sorted(hosts[0] for hosts in by_policy.values())
+    if stage == "wave":
+        count = math.ceil(sum(len(hosts) for hosts in by_policy.values()) * int(wave_percent) / 100)
+        queues = [list(hosts) for _index, hosts in sorted(by_policy.items())]
+        wave = []
+        while len(wave) < count:
+            for queue in queues:
+                if queue and len(wave) < count:
+                    wave.append(queue.pop(0))
+        return sorted(wave)
+    return sorted(host for hosts in by_policy.values() for host in hosts)
+
+
 class FilterModule:
     def filters(self):
-        return {"group_policy": group_policy, "fleet_plan": fleet_plan}
+        return {"group_policy": group_policy, "fleet_plan": fleet_plan, "fleet_stage": fleet_stage}

@@ -37,6 +37,20 @@ def lab_dir() -> Path:
     return path
 
 
+@contextmanager
+def other_lab(path: Path):
+    """Point every lab function at another lab directory for a while: a test's second fleet."""
+    before = os.environ.get("BPFOOM_LAB_DIR")
+    os.environ["BPFOOM_LAB_DIR"] = str(path)
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ["BPFOOM_LAB_DIR"]
+        else:
+            os.environ["BPFOOM_LAB_DIR"] = before
+
+
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:

@@ -4,7 +4,7 @@ import pytest
 
 from ansible.errors import AnsibleFilterError
 from ansible_collections.bpfoom.fleet.plugins.filter.aligned_table import aligned_table
-from ansible_collections.bpfoom.fleet.plugins.filter.group_policy import fleet_plan, group_policy
+from ansible_collections.bpfoom.fleet.plugins.filter.group_policy import fleet_plan, fleet_stage, group_policy
 
 WEB = {"name": "web", "template": "prefer_avoid"}
 DB = {"name": "db", "template": "cgroup_priority"}
@@ -61,3 +61,43 @@ def test_fleet_plan_names_the_host_in_two_groups_with_different_policies():
     survey = "web: {name: web}\ndb: {name: db}\n"            # YAML text, as an AWX survey gives it
     with pytest.raises(AnsibleFilterError, match=r"^both1: the host is in groups \['web', 'db'\]"):
         fleet_plan(list(hostvars), hostvars, survey)
+
+
+def _plan(**hosts_by_policy):
+    """A fleet_plan with hosts per policy index (None: no policy)."""
+    return {"hosts": {host: {"group": "g", "policy": None if index == "none" else int(index)}
+                      for index, hosts in hosts_by_policy.items() for host in hosts},
+            "policies": [], "without_policy": []}
+
+
+FLEET = _plan(**{"0": ["web3", "web1", "web2", "web10"], "1": ["db2", "db1"], "none": ["spare1"]})
+
+
+def test_the_canaries_are_the_first_host_of_each_policy_by_name():
+    assert fleet_stage(FLEET, "canary") == ["db1", "web1"]
+
+
+def test_the_wave_rounds_up_and_takes_from_each_policy_in_turn():
+    done = ["db1", "web1"]
+    # 4 hosts left (db2, web10, web2, web3): 10 % is 0.4, rounded up to one host, the first policy's.
+    assert fleet_stage(FLEET, "wave", 10, done) == ["web10"]
+    assert fleet_stage(FLEET, "wave", 50, done) == ["db2", "web10"]
+    assert fleet_stage(FLEET, "wave", 75, done) == ["db2", "web10", "web2"]
+    assert fleet_stage(FLEET, "wave", 0, done) == []
+
+
+def test_the_rest_is_every_planned_host_the_earlier_stages_did_not_take():
+    assert fleet_stage(FLEET, "rest", done=["db1", "web1", "web10"]) == ["db2", "web2", "web3"]
+    assert fleet_stage(FLEET, "all") == ["db1", "db2", "web1", "web10", "web2", "web3"]
+
+
+def test_the_stages_of_a_workflow_cover_each_planned_host_once():
+    canary = fleet_stage(FLEET, "canary")
+    wave = fleet_stage(FLEET, "wave", 10, canary)
+    rest = fleet_stage(FLEET, "rest", done=canary + wave)
+    assert sorted(canary + wave + rest) == fleet_stage(FLEET, "all")
+
+
+def test_an_unknown_stage_is_refused():
+    with pytest.raises(AnsibleFilterError, match="bpfoom_stage must be one of all, canary, wave, rest"):
+        fleet_stage(FLEET, "waves")
