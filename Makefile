@@ -8,6 +8,8 @@ SHELL := /bin/bash
 
 CACHE ?= $(HOME)/.cache/bpfoom-lab
 VENV := $(CACHE)/venv-$(shell cat requirements-dev.txt | sha256sum | cut -c1-12)
+# galaxy-importer pins its own ansible-lint and linters: a virtual environment of its own.
+IMPORTER_VENV := $(CACHE)/venv-importer-$(shell cat requirements-importer.txt | sha256sum | cut -c1-12)
 export PATH := $(VENV)/bin:$(PATH)
 export BPFOOM_LAB_CACHE := $(CACHE)
 LABCTL := tests/lab/labctl
@@ -19,14 +21,14 @@ COLLECTION_TREE := $(CACHE)/collection-tree/$(shell echo $(CURDIR) | sha256sum |
 COLLECTION_LINK := $(BUILD)/collections/ansible_collections/bpfoom/fleet
 export ANSIBLE_COLLECTIONS_PATH := $(BUILD)/collections
 
-.PHONY: help test unit sanity lint compile lab lab-artifacts molecule ee-context demo demo-stop deps venv collection-link collection-tree clean
+.PHONY: help test unit sanity lint compile lab lab-artifacts molecule ee-context importer demo demo-stop deps venv collection-link collection-tree clean
 
 help:
 	@echo "make test   run every tier: unit, sanity, lint, compile, lab (boots qemu hosts)"
 	@echo "make demo   boot the lab fleet and roll policies out (make demo-stop stops it)"
 	@echo "make clean  remove build/ (caches stay in $(CACHE))"
 
-test: unit sanity lint compile ee-context lab molecule
+test: unit sanity lint compile ee-context importer lab molecule
 
 deps:
 	$(LABCTL) deps
@@ -99,6 +101,23 @@ ee-context: venv
 	ansible-builder introspect --sanitize $(BUILD)/ee/installed | tee $(BUILD)/ee/introspect.txt
 	grep -q "libbpf-devel" $(BUILD)/ee/introspect.txt && grep -q "Jinja2" $(BUILD)/ee/introspect.txt
 	@echo "[make] build context in $(BUILD)/ee-context (ansible-builder build -c $(BUILD)/ee-context)"
+
+$(IMPORTER_VENV)/.installed:
+	@echo "[make] virtual environment $(IMPORTER_VENV)"
+	python3 -m venv $(IMPORTER_VENV)
+	$(IMPORTER_VENV)/bin/pip install -q --disable-pip-version-check -r requirements-importer.txt
+	touch $@
+
+# Galaxy's own import of the collection ee-context built: galaxy-importer, its ansible-test step off (it
+# pulls a container image from a registry). Any ERROR line fails the step, as well as a failed import.
+importer: ee-context $(IMPORTER_VENV)/.installed
+	printf '[galaxy-importer]\nRUN_ANSIBLE_TEST = False\n' > $(BUILD)/ee/galaxy-importer.cfg
+	# It reads namespace, name and version from the file's name.
+	cp $(BUILD)/ee/bpfoom-fleet.tar.gz $(BUILD)/ee/bpfoom-fleet-$(shell awk '/^version:/ {print $$2}' galaxy.yml).tar.gz
+	cd $(BUILD)/ee && PATH=$(IMPORTER_VENV)/bin:$$PATH GALAXY_IMPORTER_CONFIG=$(BUILD)/ee/galaxy-importer.cfg \
+		python -m galaxy_importer.main bpfoom-fleet-*.*.tar.gz 2>&1 | tee importer.log
+	! grep -n "ERROR" $(BUILD)/ee/importer.log
+	grep -q "Importer processing completed successfully" $(BUILD)/ee/importer.log
 
 demo: venv collection-link lab-artifacts
 	python3 tests/lab/demo/demo.py

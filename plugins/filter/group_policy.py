@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from collections.abc import Mapping
@@ -90,9 +91,10 @@ STAGES = ("all", "canary", "wave", "rest")
 
 
 def fleet_stage(plan, stage="all", wave_percent=10, done=()):
-    """The hosts of one stage of a staged rollout (the AWX workflow's canary, wave and rest nodes), by name.
+    """The hosts of one stage of a staged rollout (the AWX workflow's canary, wave and rest nodes).
 
-    canary: the first host, by name, of each distinct policy: every policy is proven before it spreads.
+    Hosts keep the plan's order, the play's: the inventory's (AWX orders an inventory by name).
+    canary: the first host of each distinct policy: every policy is proven before it spreads.
     wave: wave_percent % of the hosts not in `done` (rounded up), taken in turn from each policy, so
     each policy's exposure grows alike. rest: every planned host not in `done`. all: every planned host.
     `done` is the hosts earlier stages took (their artifacts): a sliced node sees only its slice of the
@@ -101,23 +103,19 @@ def fleet_stage(plan, stage="all", wave_percent=10, done=()):
     if stage not in STAGES:
         raise AnsibleFilterError(f"bpfoom_stage must be one of {', '.join(STAGES)}, not {stage!r}")
     done = set(done or ())
+    planned = [host for host, entry in plan["hosts"].items() if entry["policy"] is not None and host not in done]
     by_policy = {}
-    for host in sorted(plan["hosts"]):
-        index = plan["hosts"][host]["policy"]
-        if index is not None and host not in done:
-            by_policy.setdefault(index, []).append(host)
+    for host in planned:
+        by_policy.setdefault(plan["hosts"][host]["policy"], []).append(host)
     if stage == "canary":
-        return sorted(hosts[0] for hosts in by_policy.values())
-    if stage == "wave":
-        count = math.ceil(sum(len(hosts) for hosts in by_policy.values()) * int(wave_percent) / 100)
-        queues = [list(hosts) for _index, hosts in sorted(by_policy.items())]
-        wave = []
-        while len(wave) < count:
-            for queue in queues:
-                if queue and len(wave) < count:
-                    wave.append(queue.pop(0))
-        return sorted(wave)
-    return sorted(host for hosts in by_policy.values() for host in hosts)
+        taken = {hosts[0] for hosts in by_policy.values()}
+    elif stage == "wave":
+        # One host of each policy in turn: the first of each, then the second of each...
+        turns = [host for row in itertools.zip_longest(*by_policy.values()) for host in row if host is not None]
+        taken = set(turns[:math.ceil(len(planned) * int(wave_percent) / 100)])
+    else:
+        taken = set(planned)
+    return [host for host in planned if host in taken]
 
 
 class FilterModule:
