@@ -8,6 +8,8 @@ saw another map than the rollout's would fail.
 """
 
 import json
+import os
+from pathlib import Path
 
 import pytest
 import yaml
@@ -29,8 +31,12 @@ SMOKE_TASK = "Provoke a contained memcg OOM and check the victim"
 
 @pytest.fixture(scope="module")
 def workflow_lab(tmp_path_factory):
-    """(lab directory, hosts, inventory) of the workflow's own fleet, stopped whatever the outcome."""
-    directory = tmp_path_factory.mktemp("workflow-lab")
+    """(lab directory, hosts, inventory) of the workflow's own fleet, stopped whatever the outcome.
+
+    Inside the suite's lab directory when there is one, where `make lab` checks that nothing is left.
+    """
+    suite_lab = os.environ.get("BPFOOM_TEST_LAB_DIR")
+    directory = Path(suite_lab) / "workflow" if suite_lab else tmp_path_factory.mktemp("workflow-lab")
     try:
         with common.other_lab(directory):
             fleet.up(FLEET, memory_mib=768)
