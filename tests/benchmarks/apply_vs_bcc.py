@@ -12,9 +12,7 @@ peak RSS of each, and the ratios. Targets (issue 4): apply at most 150 ms and
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 TESTS = Path(__file__).resolve().parents[1]
@@ -28,17 +26,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--runs", type=int, default=10)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="bpfoom-bench-") as work:
-        os.environ["BPFOOM_LAB_DIR"] = str(Path(work) / "lab")
-        try:
-            host = fleet.up(["bench=1:patched:bcc"], memory_mib=1536, cpus=2)["hosts"]["bench1"]
-            install_agent(host)
-            upload_policy(host, build_policy(EXAMPLES["prefer_avoid"], Path(work) / "objects"), "/root/policy")
-            fleet.copy_to(host, TESTS / "kernel" / "guest" / "bench_runner.py", "/root/bench_runner.py")
-            fleet.run_on(host, "bpfoomctl status > /dev/null")      # first run writes the bytecode cache
-            result = fleet.run_on(host, f"python3 /root/bench_runner.py {args.runs} /root/policy", timeout=1800)
-        finally:
-            fleet.down()
+    with fleet.bench_host("bench=1:patched:bcc", memory_mib=1536, cpus=2) as (host, work):
+        install_agent(host)
+        upload_policy(host, build_policy(EXAMPLES["prefer_avoid"], work / "objects"), "/root/policy")
+        fleet.copy_to(host, TESTS / "kernel" / "guest" / "bench_runner.py", "/root/bench_runner.py")
+        fleet.run_on(host, "bpfoomctl status > /dev/null")      # first run writes the bytecode cache
+        result = fleet.run_on(host, f"python3 /root/bench_runner.py {args.runs} /root/policy", timeout=1800)
     figures = json.loads(result.stdout)
     apply, bcc, real = figures["apply"], figures["bcc_counter"], figures["bcc_real_evaluator"]
     print(f"bpfoomctl apply (load, attach, pin, verify, 2 programs), {apply['runs']} runs: "

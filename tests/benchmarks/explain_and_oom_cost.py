@@ -16,10 +16,8 @@ prefer_b (prefer_avoid, prefers the comm hog_b). Then, side by side in one run:
 
 import argparse
 import json
-import os
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 TESTS = Path(__file__).resolve().parents[1]
@@ -147,22 +145,17 @@ def main() -> int:
     parser.add_argument("--tasks", type=int, default=1000)
     parser.add_argument("--runs", type=int, default=5)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="bpfoom-bench-") as work:
-        os.environ["BPFOOM_LAB_DIR"] = str(Path(work) / "lab")
-        memhog = Path(work) / "memhog"
+    with fleet.bench_host("bench=1:patched", memory_mib=1024) as (host, work):
+        memhog = work / "memhog"
         subprocess.run(["gcc", "-O2", "-static", "-o", str(memhog), str(TESTS / "kernel" / "memhog.c")], check=True)
-        try:
-            host = fleet.up(["bench=1:patched"], memory_mib=1024)["hosts"]["bench1"]
-            install_agent(host)
-            upload_policy(host, build_policy(PREFER_B, Path(work) / "objects"), "/root/policy")
-            fleet.copy_to(host, memhog, "/root/memhog")
-            guest = Path(work) / "cost.py"
-            guest.write_text(GUEST)
-            fleet.copy_to(host, guest, "/root/cost.py")
-            fleet.run_on(host, "bpfoomctl apply /root/policy > /dev/null")
-            result = fleet.run_on(host, f"python3 /root/cost.py {args.tasks} {args.runs}", timeout=300 * args.runs)
-        finally:
-            fleet.down()
+        install_agent(host)
+        upload_policy(host, build_policy(PREFER_B, work / "objects"), "/root/policy")
+        fleet.copy_to(host, memhog, "/root/memhog")
+        guest = work / "cost.py"
+        guest.write_text(GUEST)
+        fleet.copy_to(host, guest, "/root/cost.py")
+        fleet.run_on(host, "bpfoomctl apply /root/policy > /dev/null")
+        result = fleet.run_on(host, f"python3 /root/cost.py {args.tasks} {args.runs}", timeout=300 * args.runs)
     figures = json.loads(result.stdout)
     explain, status = median(figures["explain_s"]), median(figures["status_s"])
     print(f"{args.tasks} extra tasks, {args.runs} runs each, medians:")

@@ -13,10 +13,8 @@ and how many first kills were not report-gen (the policy's choice).
 
 import argparse
 import json
-import os
 import shlex
 import sys
-import tempfile
 from pathlib import Path
 
 import yaml
@@ -52,21 +50,16 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=40)
     args = parser.parse_args()
     policy = {key: value for key, value in WEB_POLICY.items() if key != "smoke"}
-    with tempfile.TemporaryDirectory(prefix="bpfoom-bench-") as work:
-        os.environ["BPFOOM_LAB_DIR"] = str(Path(work) / "lab")
-        try:
-            host = fleet.up(["bench=1:patched"])["hosts"]["bench1"]
-            install_agent(host)
-            upload_policy(host, build_policy(policy, Path(work) / "objects"), "/root/policy")
-            fleet.copy_to(host, ROOT / "plugins" / "module_utils" / "oom_smoke.py", "/root/oom_smoke.py")
-            guest_loop = Path(work) / "second_oom.py"
-            guest_loop.write_text(GUEST_LOOP)
-            fleet.copy_to(host, guest_loop, "/root/second_oom.py")
-            fleet.run_on(host, "bpfoomctl apply /root/policy > /dev/null")
-            smoke = shlex.quote(json.dumps(WEB_POLICY["smoke"]))
-            result = fleet.run_on(host, f"python3 /root/second_oom.py {args.runs} {smoke}", timeout=60 * args.runs)
-        finally:
-            fleet.down()
+    with fleet.bench_host("bench=1:patched") as (host, work):
+        install_agent(host)
+        upload_policy(host, build_policy(policy, work / "objects"), "/root/policy")
+        fleet.copy_to(host, ROOT / "plugins" / "module_utils" / "oom_smoke.py", "/root/oom_smoke.py")
+        guest_loop = work / "second_oom.py"
+        guest_loop.write_text(GUEST_LOOP)
+        fleet.copy_to(host, guest_loop, "/root/second_oom.py")
+        fleet.run_on(host, "bpfoomctl apply /root/policy > /dev/null")
+        smoke = shlex.quote(json.dumps(WEB_POLICY["smoke"]))
+        result = fleet.run_on(host, f"python3 /root/second_oom.py {args.runs} {smoke}", timeout=60 * args.runs)
     expected = WEB_POLICY["smoke"]["expect_victim"]
     for nice, counts in json.loads(result.stdout).items():
         print(f"trigger at nice {nice:>2}: {counts['second_kill']} of {args.runs} smoke tests killed a second "

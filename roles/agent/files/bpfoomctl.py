@@ -364,11 +364,14 @@ def program_info(prog_id):
         os.close(fd)
 
 
-def hook_links(btf):
+def hook_links(btf, known=frozenset()):
     """Every link attached to the hook, ours or not, and every bpfoom program's link on the functions shadow
-    mode observes, from the kernel's list of links."""
+    mode observes, from the kernel's list of links: (link, its program's info) pairs. Links in `known`
+    (the agent's pinned ones, already read through their pins) are left out, so no program is read twice."""
     links, next_id = [], ctypes.c_uint32(0)
     while libbpf().bpf_link_get_next_id(next_id.value, ctypes.byref(next_id)) == 0:
+        if next_id.value in known:
+            continue
         fd = libbpf().bpf_link_get_fd_by_id(next_id.value)
         if fd < 0:
             continue
@@ -376,9 +379,11 @@ def hook_links(btf):
             info = link_info(fd, btf)
         finally:
             os.close(fd)
-        if info["target"] in HOOK_FUNCTIONS or (
-                info["target"] in SHADOW_FUNCTIONS and program_info(info["prog_id"]).get("policy_hash")):
-            links.append(info)
+        if info["target"] not in HOOK_FUNCTIONS and info["target"] not in SHADOW_FUNCTIONS:
+            continue
+        prog = program_info(info["prog_id"])
+        if info["target"] in HOOK_FUNCTIONS or prog.get("policy_hash"):
+            links.append((info, prog))
     return links
 
 
@@ -438,15 +443,13 @@ def status():
     # Links on the hook that are not pinned where this agent pins: the desired policy while bpffs is
     # unmounted (the running agent keeps it: see guard_pins), or another tool's policy; shown as the kernel has it.
     unpinned = {}
-    for link in hook_links(btf):
-        if link["link_id"] not in ours:
-            prog = program_info(link["prog_id"])
-            mode = "enforce" if link["target"] in HOOK_FUNCTIONS else "shadow"
-            managed_here = (prog.get("policy_hash"), mode) == (report["desired_hash"], report["desired_mode"])
-            entry = unpinned.setdefault((prog.get("policy_hash"), mode, managed_here or link["link_id"]), {
-                "policy_name": prog.get("policy_name"), "policy_hash": prog.get("policy_hash"), "mode": mode,
-                "managed": managed_here, "pinned": False, "attached": True, "links": []})
-            entry["links"].append(dict(link, tag=prog.get("tag")))
+    for link, prog in hook_links(btf, known=ours):
+        mode = "enforce" if link["target"] in HOOK_FUNCTIONS else "shadow"
+        managed_here = (prog.get("policy_hash"), mode) == (report["desired_hash"], report["desired_mode"])
+        entry = unpinned.setdefault((prog.get("policy_hash"), mode, managed_here or link["link_id"]), {
+            "policy_name": prog.get("policy_name"), "policy_hash": prog.get("policy_hash"), "mode": mode,
+            "managed": managed_here, "pinned": False, "attached": True, "links": []})
+        entry["links"].append(dict(link, tag=prog.get("tag")))
     attached = managed["attached_policy"] or next(
         ({"policy_name": p["policy_name"], "policy_hash": p["policy_hash"], "mode": p["mode"]}
          for p in unpinned.values() if p["managed"]), None)

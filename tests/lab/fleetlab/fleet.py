@@ -14,10 +14,12 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
-from .common import LabError, elapsed, lab_dir, read_json, say, write_json
+from .common import LabError, elapsed, lab_dir, other_lab, read_json, say, write_json
 from .image import IMAGE_VARIANTS, base_image
 from .kernel import VARIANTS, kernel_image, kernel_release
 
@@ -285,6 +287,17 @@ def down() -> None:
         say(f"{host['name']}: stopped, overlay removed")
     _state_file().unlink(missing_ok=True)
     inventory_path().unlink(missing_ok=True)
+
+
+@contextmanager
+def bench_host(spec: str, **up_options):
+    """A benchmark's own host (`spec`: "bench=1:KERNEL[:IMAGE]") in a temporary lab directory, stopped
+    whatever happens: yields (host, a work directory for the benchmark's files)."""
+    with tempfile.TemporaryDirectory(prefix="bpfoom-bench-") as work, other_lab(Path(work) / "lab"):
+        try:
+            yield up([spec], **up_options)["hosts"]["bench1"], Path(work)
+        finally:
+            down()
 
 
 def get_host(name: str) -> dict:
