@@ -27,6 +27,22 @@ AGENT_FILES = TESTS.parent / "roles" / "agent" / "files"
 EXAMPLES = yaml.safe_load((TESTS / "policy_examples.yml").read_text())
 
 
+# The benchmarks' large fleets: 4 groups, 4 distinct policies.
+BENCH_GROUPS = {"web": "prefer_avoid", "db": "cgroup_priority", "cache": "select_pid_unit",
+                "edge": "prefer_avoid_strict"}
+
+
+def local_fleet_inventory(hosts: int) -> dict:
+    """An inventory of HOSTS local hosts (web1.., db1.., ...), one BENCH_GROUPS policy per group."""
+    per_group, odd = divmod(hosts, len(BENCH_GROUPS))
+    if odd:
+        raise SystemExit(f"{hosts} hosts: give a multiple of {len(BENCH_GROUPS)} (one share per group)")
+    return {"all": {"vars": {"ansible_connection": "local"}, "children": {
+        group: {"hosts": {f"{group}{i}": None for i in range(1, per_group + 1)},
+                "vars": {"bpfoom_policy": EXAMPLES[example]}}
+        for group, example in BENCH_GROUPS.items()}}}
+
+
 def install_agent(host: dict) -> None:
     """bpfoomctl on a lab host as the agent role installs it (the program and its command), without the unit."""
     fleet.run_on(host, "install -d -m 0755 /usr/local/lib/bpfoom")

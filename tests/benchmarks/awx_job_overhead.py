@@ -12,7 +12,6 @@ slices: a slice of H hosts pays this for H, not for the fleet.
 """
 
 import argparse
-import os
 import sys
 import tempfile
 import time
@@ -20,24 +19,18 @@ from pathlib import Path
 
 import yaml
 
-REPO = Path(__file__).resolve().parents[2]
-sys.path[:0] = [str(REPO / "tests" / "lab"), str(REPO / "tests"), str(REPO / "build" / "collections")]
-EXAMPLES = yaml.safe_load((REPO / "tests" / "policy_examples.yml").read_text())
-GROUPS = {"web": "prefer_avoid", "db": "cgroup_priority", "cache": "select_pid_unit", "edge": "prefer_avoid_strict"}
-
-from policytools import run_playbook  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+# Importing checkout sets up this checkout as the collection, and the test helpers importable.
+import checkout  # noqa: E402,F401  # pylint: disable=unused-import
+from policytools import local_fleet_inventory, run_playbook  # noqa: E402
 
 
 def measure(hosts: int, work: Path) -> float:
-    per_group = hosts // len(GROUPS)
-    names = {group: [f"{group}{i}" for i in range(1, per_group + 1)] for group in GROUPS}
-    inventory = {"all": {"vars": {"ansible_connection": "local"}, "children": {
-        group: {"hosts": dict.fromkeys(names[group]), "vars": {"bpfoom_policy": EXAMPLES[example]}}
-        for group, example in GROUPS.items()}}}
+    inventory = local_fleet_inventory(hosts)
     (work / "hosts.yml").write_text(yaml.safe_dump(inventory))
     # As the workflow's rest node gets them from the canary and wave: here every host, so none is contacted.
     (work / "done.yml").write_text(yaml.safe_dump({
-        "bpfoom_stage": "rest", "bpfoom_canary_hosts": [host for group in names.values() for host in group],
+        "bpfoom_stage": "rest", "bpfoom_canary_hosts": [host for group in inventory["all"]["children"].values() for host in group["hosts"]],
         "bpfoom_object_cache": str(work / "objects"), "bpfoom_canary_smoke": False}))
     walls = []
     for _run in (1, 2):                       # the first run fills the compile cache
@@ -48,7 +41,7 @@ def measure(hosts: int, work: Path) -> float:
         if process.returncode != 0:
             print(process.stdout[-3000:], process.stderr[-3000:])
             raise SystemExit(1)
-    print(f"{per_group * len(GROUPS):6} hosts: {walls[1]:6.1f} s with the compile cache warm "
+    print(f"{hosts:6} hosts: {walls[1]:6.1f} s with the compile cache warm "
           f"({walls[0]:.1f} s cold), {walls[1] / hosts * 1000:.2f} ms per host", flush=True)
     return walls[1]
 
@@ -57,12 +50,6 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--hosts", type=int, nargs="+", default=[100, 1000, 10000])
     args = parser.parse_args()
-    collections = REPO / "build" / "collections"
-    link = collections / "ansible_collections" / "bpfoom" / "fleet"
-    if not link.exists():
-        link.parent.mkdir(parents=True, exist_ok=True)
-        link.symlink_to(REPO, target_is_directory=True)
-    os.environ["ANSIBLE_COLLECTIONS_PATH"] = str(collections)
     walls = {}
     for hosts in args.hosts:
         with tempfile.TemporaryDirectory(prefix="bpfoom-awx-bench-") as work:

@@ -12,7 +12,6 @@ host count.
 """
 
 import argparse
-import os
 import sys
 import tempfile
 import time
@@ -20,21 +19,14 @@ from pathlib import Path
 
 import yaml
 
-REPO = Path(__file__).resolve().parents[2]
-sys.path[:0] = [str(REPO / "tests" / "lab"), str(REPO / "tests"), str(REPO / "build" / "collections")]
-EXAMPLES = yaml.safe_load((REPO / "tests" / "policy_examples.yml").read_text())
-GROUPS = {"web": "prefer_avoid", "db": "cgroup_priority", "cache": "select_pid_unit", "edge": "prefer_avoid_strict"}
-
-from policytools import run_playbook  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+# Importing checkout sets up this checkout as the collection, and the test helpers importable.
+from checkout import REPO  # noqa: E402
+from policytools import local_fleet_inventory, run_playbook  # noqa: E402
 
 
 def measure(hosts: int, forks: int, work: Path) -> list:
-    per_group = hosts // len(GROUPS)
-    inventory = {"all": {"vars": {"ansible_connection": "local"}, "children": {
-        group: {"hosts": {f"{group}{i}": None for i in range(1, per_group + 1)},
-                "vars": {"bpfoom_policy": EXAMPLES[example]}}
-        for group, example in GROUPS.items()}}}
-    (work / "hosts.yml").write_text(yaml.safe_dump(inventory))
+    (work / "hosts.yml").write_text(yaml.safe_dump(local_fleet_inventory(hosts)))
     counter = work / "clang-count"
     wrapper = work / "clang"
     wrapper.write_text(f"#!/bin/sh\necho run >> {counter}\nexec clang \"$@\"\n")
@@ -55,7 +47,7 @@ def measure(hosts: int, forks: int, work: Path) -> list:
         compiles = len(compile_log.read_text().splitlines()) if compile_log.exists() else 0
         compile_log.unlink(missing_ok=True)
         renders = results["_renders"]
-        print(f"{per_group * len(GROUPS):5} hosts, run {run}: {compiles} compiles, clang started {clang_starts} "
+        print(f"{hosts:5} hosts, run {run}: {compiles} compiles, clang started {clang_starts} "
               f"times in all (the rest: version probes), {renders} template renders, wall {seconds:.1f} s")
         runs.append(seconds)
     return runs
@@ -66,12 +58,6 @@ def main() -> int:
     parser.add_argument("--hosts", type=int, nargs="+", default=[200, 1000])
     parser.add_argument("--forks", type=int, default=20)
     args = parser.parse_args()
-    collections = REPO / "build" / "collections"
-    link = collections / "ansible_collections" / "bpfoom" / "fleet"
-    if not link.exists():
-        link.parent.mkdir(parents=True, exist_ok=True)
-        link.symlink_to(REPO, target_is_directory=True)
-    os.environ["ANSIBLE_COLLECTIONS_PATH"] = str(collections)
     walls = {}
     for hosts in args.hosts:
         with tempfile.TemporaryDirectory(prefix="bpfoom-build-bench-") as work:

@@ -1,6 +1,6 @@
 """Benchmark: remote executions and wall time of the rollout, on the demo fleet (make demo first).
 
-    PATH=<venv>/bin:$PATH ANSIBLE_COLLECTIONS_PATH=build/collections python3 tests/benchmarks/rollout_noop.py [--repeat 3]
+    PATH=<venv>/bin:$PATH python3 tests/benchmarks/rollout_noop.py [--repeat 3]
 
 On build/demo/inventory (web1 canary with the hook, db1 with the hook, web2
 without), with the remote executions of every host counted by
@@ -30,9 +30,9 @@ from pathlib import Path
 
 import yaml
 
-REPO = Path(__file__).resolve().parents[2]
-sys.path[:0] = [str(REPO / "tests" / "lab"), str(REPO / "tests"),
-                str(REPO / "build" / "collections")]      # build/collections: the link make demo made
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+# Importing checkout sets up this checkout as the collection, and the test helpers importable.
+from checkout import REPO  # noqa: E402
 
 from fleetlab import fleet  # noqa: E402
 from policytools import run_playbook  # noqa: E402

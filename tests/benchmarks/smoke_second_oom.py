@@ -20,9 +20,11 @@ from pathlib import Path
 import yaml
 
 TESTS = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(TESTS / "lab"), str(TESTS), str(TESTS.parent / "build" / "collections")]
+sys.path.insert(0, str(TESTS))
+# Importing checkout sets up this checkout as the collection, and the test helpers importable.
+import checkout  # noqa: E402,F401  # pylint: disable=unused-import
 
-from fleetlab import fleet  # noqa: E402  (needs the paths above)
+from fleetlab import fleet  # noqa: E402
 from policytools import build_policy, install_agent, upload_policy  # noqa: E402
 
 ROOT = TESTS.parent
