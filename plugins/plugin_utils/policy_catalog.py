@@ -36,6 +36,26 @@ class PolicyError(ValueError):
     """A parameter the catalog refuses; the message names it and says what is allowed."""
 
 
+# --- who may protect a task -------------------------------------------------
+# Each matcher reads one identity of a task, either chosen by the process itself or vouched for by
+# the kernel or root. Preferring a task (it dies sooner) may use any: a process that claims a name
+# only hurts itself. Whatever lowers a task's chance to die (avoid, strict, a high priority) counts
+# only on a vouched identity. docs/policies.md states this table (tests/unit hold the two together);
+# the BPF side of it is templates/bpf/include/bpfoom_match.h.
+CHOSEN_BY_PROCESS, VOUCHED = "chosen by the process", "vouched for by the kernel or root"
+MATCHERS = {
+    "comm": (CHOSEN_BY_PROCESS, "the command name: any process sets its own (prctl(PR_SET_NAME), or the name "
+                                "of what it executes)"),
+    "comm_prefix": (CHOSEN_BY_PROCESS, "the same command name, by its first characters"),
+    "cgroup": (VOUCHED, "a systemd unit or slice the task runs under, resolved on each host (an alias to its "
+                        "unit); it protects only where the cgroup and every ancestor are owned by root, never "
+                        "in a user's own subtree (systemd --user, a delegated unit), where anyone may pick any "
+                        "name"),
+    "uid": (VOUCHED, "the task's user id: only a privileged process can take another"),
+}
+FORGEABLE_FLAG = "protect_by_forgeable_comm"
+
+
 # --- C literals: the only way a value reaches the C text -------------------
 
 def c_string(value: str, size: int) -> str:
@@ -49,14 +69,6 @@ def c_string(value: str, size: int) -> str:
 def c_array(items: list, empty: str = "0") -> str:
     """An initializer; C has no empty arrays, so an empty list becomes one unused element."""
     return "{ " + ", ".join(items or [empty]) + " }"
-
-
-def cgroup_name_hash(name: str) -> int:
-    """FNV-1a 64 over a cgroup name's first 63 bytes zero-padded to 64: kernfs_name_hash() in bpfoom_match.h."""
-    value = 0xcbf29ce484222325
-    for byte in name.encode("ascii")[:63].ljust(64, b"\0"):
-        value = ((value ^ byte) * 0x100000001b3) & 0xFFFFFFFFFFFFFFFF
-    return value
 
 
 def comm_pattern(pattern: str, exact: bool) -> str:
@@ -112,8 +124,8 @@ def policy_name(value) -> str:
 
 
 def _matcher_set(value, where: str) -> dict:
-    value = _mapping(value, where, ("comm", "comm_prefix", "cgroup", "uid"))
-    _require(bool(value), where, "give at least one of comm, comm_prefix, cgroup, uid")
+    value = _mapping(value, where, tuple(MATCHERS))
+    _require(bool(value), where, f"give at least one of {', '.join(MATCHERS)}")
     result = {"comm": [], "comm_prefix": [], "cgroup": [], "uid": []}
     for key in ("comm", "comm_prefix"):
         for index, item in enumerate(_list(value[key], f"{where}.{key}", MAX_LIST) if key in value else []):
@@ -132,13 +144,17 @@ class Template:
 
     params() checks and normalizes the user's values; literals() turns them
     into the C literals the template places (its `c` variable); host_inputs()
-    says what the agent resolves on each host when it applies the policy
-    (PIDs differ per host), in the generic form bpfoomctl knows: a BPF hash
-    map to fill with the PIDs of units or pidfiles.
+    says what the agent resolves on each host, when it applies the policy and
+    while it runs (PIDs and unit aliases differ per host, and change), in the
+    generic forms bpfoomctl knows: a BPF hash map to fill with the PID and
+    start time of a unit's main process or a pidfile's ("pid_of"), or with the
+    cgroup names that unit and slice names resolve to ("units", declared by
+    the frame).
     """
 
     name = None
     allows_strict = False
+    allows_forgeable_comm = False
 
     def path(self) -> str:
         return os.path.join(BPF_TEMPLATE_DIR, "policies", f"{self.name}.bpf.c.j2")
@@ -179,14 +195,33 @@ class PreferAvoid(Template):
     name = "prefer_avoid"
     allows_strict = True
 
+    allows_forgeable_comm = True
+
     def params(self, params):
         params = _mapping(params, "params", ("prefer", "avoid"))
         _require(bool(params), "params", "prefer_avoid needs prefer, avoid or both")
         return {key: _matcher_set(params[key], f"params.{key}") for key in ("prefer", "avoid") if key in params}
 
+    def check_protection(self, params, forgeable_comm):
+        avoid = params.get("avoid")
+        if not avoid or forgeable_comm or any(avoid[key] for key in MATCHERS if MATCHERS[key][0] == VOUCHED):
+            return
+        names = [key for key in ("comm", "comm_prefix") if avoid[key]]
+        raise PolicyError(
+            f"params.avoid.{names[0]}: would protect tasks by their command name alone, which any process, "
+            "a tenant's too, gives itself (prctl(PR_SET_NAME)): a memory hog named after an avoided command "
+            "would be spared and others killed in its place. Qualify the name by an identity the process "
+            "cannot choose: add avoid.uid (the service's user) or avoid.cgroup (its unit); the task must then "
+            f"match both. To accept the risk, set {FORGEABLE_FLAG}: true in the policy")
+
     def literals(self, params):
         empty = {"comm": [], "comm_prefix": [], "cgroup": [], "uid": []}
         return {key: _matcher_literals(params.get(key, empty)) for key in ("prefer", "avoid")}
+
+    def host_inputs(self, params):
+        return [{"map": f"{key}_units", "units": [{"name": name, "value": 1}
+                                                  for name in params.get(key, {}).get("cgroup", [])]}
+                for key in ("prefer", "avoid")]
 
 
 class CgroupPriority(Template):
@@ -212,14 +247,12 @@ class CgroupPriority(Template):
         return {"priorities": entries, "default_priority": default}
 
     def literals(self, params):
-        entries = params["priorities"]
-        return {
-            "priority_count": len(entries),
-            "priority_cgroups": c_array([f"0x{cgroup_name_hash(e['cgroup']):016x}ULL" for e in entries]),
-            # rank = PRIORITY_MAX - priority: the lowest priority ranks highest, dies first
-            "priority_ranks": c_array([str(PRIORITY_MAX - e["priority"]) for e in entries]),
-            "default_rank": str(PRIORITY_MAX - params["default_priority"]),
-        }
+        return {"default_rank": str(PRIORITY_MAX - params["default_priority"])}
+
+    def host_inputs(self, params):
+        # rank = PRIORITY_MAX - priority: the lowest priority ranks highest, dies first
+        return [{"map": "priority_units", "units": [{"name": e["cgroup"], "value": PRIORITY_MAX - e["priority"]}
+                                                    for e in params["priorities"]]}]
 
 
 class CustomTemplate(Template):
@@ -253,7 +286,8 @@ CATALOG = {template.name: template for template in (SelectPid(), PreferAvoid(), 
 TEMPLATES = tuple(CATALOG)
 # The keys of a policy value (group_vars' bpfoom_policy); `smoke` belongs to the rollout's canary and
 # `mode` to the hosts (enforce or shadow: the same object), not to the object.
-POLICY_KEYS = ("name", "template", "template_file", "params", "tie_breaker", "strict", "smoke", "mode")
+POLICY_KEYS = ("name", "template", "template_file", "params", "tie_breaker", "strict", FORGEABLE_FLAG, "smoke",
+               "mode")
 MODES = ("enforce", "shadow")
 
 
@@ -285,14 +319,24 @@ def validate(policy: dict) -> dict:
     _require(isinstance(strict, bool), "strict", "must be true or false")
     _require(not strict or template.allows_strict, "strict",
              "only prefer_avoid has a strict mode (avoided tasks are never killed)")
-    return {
+    forgeable_comm = policy.get(FORGEABLE_FLAG, False)
+    _require(isinstance(forgeable_comm, bool), FORGEABLE_FLAG, "must be true or false")
+    _require(not forgeable_comm or template.allows_forgeable_comm, FORGEABLE_FLAG,
+             "only prefer_avoid protects by command name")
+    params = template.params(policy.get("params") or {})
+    if template.allows_forgeable_comm:
+        template.check_protection(params, forgeable_comm)
+    spec = {
         "name": name,
         "template": template.name,
         "template_path": template.path(),
         "tie_breaker": tie_breaker,
         "strict": strict,
-        "params": template.params(policy.get("params") or {}),
+        "params": params,
     }
+    if forgeable_comm:                  # only when set: every other policy keeps its source, so its hash
+        spec[FORGEABLE_FLAG] = True
+    return spec
 
 
 # --- rendering ------------------------------------------------------------
@@ -302,16 +346,23 @@ def _matcher_literals(matcher: dict) -> dict:
     return {
         "comm_count": len(comms),
         "comms": c_array(comms, "{}"),
-        "cgroup_count": len(matcher["cgroup"]),
-        "cgroups": c_array([f"0x{cgroup_name_hash(name):016x}ULL" for name in matcher["cgroup"]]),
         "uid_count": len(matcher["uid"]),
         "uids": c_array([f"{uid}U" for uid in matcher["uid"]]),
     }
 
 
+def _unit_maps(host_inputs: list) -> list:
+    """The frame's units maps: each map's name and the names it is filled from, as C literals."""
+    return [{"map": host_input["map"], "count": max(1, len(host_input["units"])),
+             "names": c_array([c_string(unit["name"], 256) for unit in host_input["units"]], '""')}
+            for host_input in host_inputs if "units" in host_input]
+
+
 def c_literals(spec: dict) -> dict:
     """The C literals a template may place in its text (the `c` variable)."""
-    return dict(template_of(spec).literals(spec["params"]), name=c_string(spec["name"], 16), hash=HASH_PLACEHOLDER)
+    template = template_of(spec)
+    return dict(template.literals(spec["params"]), name=c_string(spec["name"], 16), hash=HASH_PLACEHOLDER,
+                unit_maps=_unit_maps(template.host_inputs(spec["params"])))
 
 
 def _jinja_environment(template_path: str):
@@ -332,6 +383,7 @@ def render(spec: dict) -> tuple:
     """
     import jinja2
     policy = {key: spec[key] for key in ("name", "template", "tie_breaker", "strict", "params")}
+    policy[FORGEABLE_FLAG] = spec.get(FORGEABLE_FLAG, False)
     path = spec["template_path"]
     try:
         source = _jinja_environment(path).get_template(os.path.basename(path)).render(

@@ -76,6 +76,7 @@ MESSAGE_IDS = {
     "selection": "3f9d5c1e8a2b4f6d9e0c7a1b2d3e4f50",     # the policy selected a task (it replaced oc->chosen)
     "pins_moved": "7a4e2c9b1d8f4e3a8b6c5d4e3f2a1b09",    # bpffs was unmounted under the policy; pins moved
     "shadow": "ae88e7a08fc5414d9acc8d0ab4a2b9a4",        # a shadow policy's verdict on one OOM
+    "inputs": "c0b5a3e1d7f24e8b9a6c2d1e0f3b4a57",        # what the policy's host inputs resolve to changed
 }
 
 
@@ -100,11 +101,27 @@ class Counters(ctypes.Structure):
         "shadow_agree", "shadow_disagree", "shadow_no_victim", "shadow_not_comparable")]
 
 
+class Basis(ctypes.Structure):
+    """struct bpfoom_basis: what a task's rank rested on (the matchers that decided, its uid, the named cgroup)."""
+    _fields_ = [("matched", ctypes.c_uint32), ("uid", ctypes.c_uint32), ("cgroup_id", ctypes.c_uint64),
+                ("cgroup_owner", ctypes.c_uint32), ("cgroup_vouched", ctypes.c_uint32)]
+
+
+# enum bpfoom_matcher: the bits of Basis.matched, and whether the task could have chosen that identity itself.
+MATCHED = ((1, "comm", "chosen by the process"), (2, "cgroup", None), (4, "uid", "vouched for by the kernel"),
+           (8, "target", "vouched for by the host (PID and start time)"))
+
+
+class Unit(ctypes.Structure):
+    """struct bpfoom_unit: the value of a units map (a unit or slice name the agent resolved)."""
+    _fields_ = [("value", ctypes.c_int32), ("_pad", ctypes.c_uint32)]
+
+
 class Event(ctypes.Structure):
     """struct bpfoom_event: one per task the policy selected, from its bpfoom_events ring buffer."""
     _fields_ = [("pid", ctypes.c_uint32), ("displaced_pid", ctypes.c_uint32),
                 ("rank", ctypes.c_int32), ("displaced_rank", ctypes.c_int32),
-                ("cgroup_id", ctypes.c_uint64),
+                ("cgroup_id", ctypes.c_uint64), ("basis", Basis),
                 ("comm", ctypes.c_char * BPFOOM_COMM_LEN), ("displaced_comm", ctypes.c_char * BPFOOM_COMM_LEN)]
 
 
@@ -113,7 +130,8 @@ class ShadowRecord(ctypes.Structure):
     _fields_ = [("outcome", ctypes.c_uint32), ("memcg", ctypes.c_uint32), ("candidates", ctypes.c_uint32),
                 ("policy_pid", ctypes.c_uint32), ("policy_rank", ctypes.c_int32), ("kernel_pid", ctypes.c_uint32),
                 ("policy_cgroup_id", ctypes.c_uint64), ("kernel_cgroup_id", ctypes.c_uint64),
-                ("policy_comm", ctypes.c_char * BPFOOM_COMM_LEN), ("kernel_comm", ctypes.c_char * BPFOOM_COMM_LEN)]
+                ("policy_comm", ctypes.c_char * BPFOOM_COMM_LEN), ("kernel_comm", ctypes.c_char * BPFOOM_COMM_LEN),
+                ("policy_basis", Basis)]
 
 
 # enum bpfoom_shadow_outcome: the metric's outcome label, and what the journal entry says.
@@ -128,7 +146,7 @@ class Candidate(ctypes.Structure):
     """struct bpfoom_candidate: one task as the policy's iter/task program (explain) ranks it."""
     _fields_ = [("pid", ctypes.c_uint32), ("rank", ctypes.c_int32), ("oom_score_adj", ctypes.c_int32),
                 ("_pad", ctypes.c_uint32), ("cgroup_id", ctypes.c_uint64), ("start_time", ctypes.c_uint64),
-                ("comm", ctypes.c_char * BPFOOM_COMM_LEN)]
+                ("comm", ctypes.c_char * BPFOOM_COMM_LEN), ("basis", Basis)]
 
 
 class LinkInfo(ctypes.Structure):
@@ -194,6 +212,8 @@ def _load_libbpf():
         ("bpf_map__pin", ctypes.c_int, [vp, cp]),
         ("bpf_map_update_elem", ctypes.c_int, [ctypes.c_int, vp, vp, ctypes.c_uint64]),
         ("bpf_map_lookup_elem", ctypes.c_int, [ctypes.c_int, vp, vp]),
+        ("bpf_map_delete_elem", ctypes.c_int, [ctypes.c_int, vp]),
+        ("bpf_map_get_next_key", ctypes.c_int, [ctypes.c_int, vp, vp]),
         ("bpf_obj_get", ctypes.c_int, [cp]), ("bpf_obj_pin", ctypes.c_int, [ctypes.c_int, cp]),
         ("bpf_obj_get_info_by_fd", ctypes.c_int, [ctypes.c_int, vp, ctypes.POINTER(u32)]),
         ("bpf_link_get_next_id", ctypes.c_int, [u32, ctypes.POINTER(u32)]),
@@ -434,6 +454,8 @@ def status():
         "rollback_target": rollback_target(),
         "attached_policy": None,
         "policies": [],
+        "host_inputs": [],
+        "input_problems": [],
     }
     btf = vmlinux_btf()
     if not btf:
@@ -454,6 +476,10 @@ def status():
         ({"policy_name": p["policy_name"], "policy_hash": p["policy_hash"], "mode": p["mode"]}
          for p in unpinned.values() if p["managed"]), None)
     report.update(attached_policy=attached, policies=managed["policies"] + list(unpinned.values()))
+    # What the running policy's names and targets resolve to here: a policy that selects nobody, or names a
+    # unit this host does not have, is a state to see, not a note at apply time.
+    inputs = held_inputs(desired) if desired and managed["attached_policy"] else []
+    report.update(host_inputs=inputs, input_problems=[r["problem"] for r in inputs if r["problem"]])
     return report
 
 
@@ -541,38 +567,207 @@ def preflight(mode):
         raise Failure(7, "libbpf %d.%d is too old: bpfoomctl needs libbpf 1.0 or newer (libbpf1)" % libbpf_version())
 
 
-def resolve_pid(pid_of):
-    """A host input's PID: a unit's MainPID or the number in a pidfile (None if not running)."""
-    if "unit" in pid_of:
-        import subprocess  # only policies with host inputs need it: keep it off every other command's start-up
-        result = subprocess.run(["systemctl", "show", "--property", "MainPID", "--value", pid_of["unit"]],
-                                capture_output=True, text=True, check=False)
-        pid = int(result.stdout.strip() or 0)
-        return pid or None
+# --- host inputs: what a policy resolves on this host -------------------------
+# A manifest's host_inputs (policy_catalog.Template.host_inputs) name maps of the object to fill here,
+# when the policy is applied and again while it runs (the events loop), because what they resolve to
+# changes: a unit restarts with a new PID, a pidfile is rewritten, a unit appears or goes.
+#   {"map": M, "pid_of": {"unit": U} | {"pidfile": F}}  key: the PID (u32), value: its start time (u64, the
+#       starttime of /proc/PID/stat): the policy selects that process only while the PID is still its own.
+#   {"map": M, "units": [{"name": N, "value": V}, ...]}  key: cgroup_name_hash() of the unit N resolves to
+#       (an alias to its unit: sshd.service is ssh.service on Debian), value: struct bpfoom_unit.
+
+REFRESH_EVERY_S = 30                # units and unit targets are asked of systemd again this often
+
+
+def cgroup_name_hash(name):
+    """FNV-1a 64 over a cgroup name's first 63 bytes zero-padded to 64: kernfs_name_hash() in bpfoom_match.h."""
+    value = 0xcbf29ce484222325
+    for byte in name.encode()[:63].ljust(64, b"\0"):
+        value = ((value ^ byte) * 0x100000001b3) & 0xFFFFFFFFFFFFFFFF
+    return value
+
+
+def _systemctl_show(names, properties):
+    """[{property: value}] of each unit name, in order, from one systemctl call; None without systemd."""
+    import subprocess  # only policies with host inputs need it: keep it off every other command's start-up
     try:
-        with open(pid_of["pidfile"]) as handle:
-            return int(handle.read().split()[0])
+        result = subprocess.run(["systemctl", "show", "--property", ",".join(properties), "--", *names],
+                                capture_output=True, text=True, check=False, env={"LANG": "C", "PATH": os.defpath})
+    except OSError:
+        return None
+    if result.returncode != 0:
+        return None
+    blocks = [dict(line.partition("=")[::2] for line in block.splitlines() if "=" in line)
+              for block in result.stdout.strip("\n").split("\n\n")]
+    return blocks if len(blocks) == len(names) else None
+
+
+def resolve_units(names):
+    """{name: the unit it is on this host, or None when there is none}; names as given without systemd."""
+    if not names:
+        return {}
+    shown = _systemctl_show(names, ("Id", "LoadState"))
+    if shown is None:
+        return {name: name for name in names}
+    return {name: (unit.get("Id") or name) if unit.get("LoadState") not in ("not-found", "bad-setting", "error")
+            else None for name, unit in zip(names, shown)}
+
+
+def start_ticks(pid):
+    """The starttime of /proc/PID/stat (clock ticks since boot), or None when no such process runs."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            fields = handle.read().rpartition(")")[2].split()
+        return int(fields[19])          # field 22; fields[0] is field 3 (the state)
     except (OSError, ValueError, IndexError):
         return None
 
 
-def fill_host_inputs(obj, manifest):
-    """What the manifest says this host resolves: each input is a hash map of the object to fill with
-    the PID of a unit or pidfile (key: the PID, value: 1). Generic: no template is known here."""
-    notes = []
-    for host_input in manifest.get("host_inputs", []):
-        source = host_input["pid_of"].get("unit") or host_input["pid_of"].get("pidfile")
-        pid = resolve_pid(host_input["pid_of"])
+def resolve_target(pid_of):
+    """(PID, start ticks, None) of a unit's main process or a pidfile's, or (None, None, why it selects nobody)."""
+    if "unit" in pid_of:
+        shown = _systemctl_show([pid_of["unit"]], ("MainPID", "LoadState"))
+        if shown is None:
+            return None, None, f"{pid_of['unit']}: systemd did not answer"
+        if shown[0].get("LoadState") == "not-found":
+            return None, None, f"{pid_of['unit']} is no unit on this host"
+        pid = int(shown[0].get("MainPID") or 0)
+        if not pid:
+            return None, None, f"{pid_of['unit']} is not running"
+    else:
+        path = pid_of["pidfile"]
+        try:
+            _check_safe(path)           # a pidfile another user can write would let that user pick the victim
+            with open(path) as handle:
+                pid = int(handle.read().split()[0])
+        except FileNotFoundError:
+            return None, None, f"{path} does not exist (the process is not running)"
+        except Failure as failure:
+            return None, None, f"{path} is not trusted: {failure}"
+        except (OSError, ValueError, IndexError):
+            return None, None, f"{path} holds no PID"
+        if pid <= 1:
+            return None, None, f"{path} names PID {pid}, which is never a target"
+    start = start_ticks(pid)
+    if start is None:
+        return None, None, f"{pid_of.get('unit') or pid_of['pidfile']} names PID {pid}, which no process has"
+    return pid, start, None
+
+
+def wanted_entries(host_input):
+    """What a host input's map should hold now: ({key bytes: value bytes}, its report)."""
+    if "pid_of" in host_input:
+        source = host_input["pid_of"].get("unit") or host_input["pid_of"]["pidfile"]
+        pid, start, problem = resolve_target(host_input["pid_of"])
+        report = {"map": host_input["map"], "target": source, "pid": pid, "problem": problem and
+                  f"{problem}: the policy selects nobody until it runs"}
         if pid is None:
-            notes.append(f"{source} is not running: {host_input['map']} stays empty")
-            continue
-        map_ptr = libbpf().bpf_object__find_map_by_name(obj, host_input["map"].encode())
-        key, value = ctypes.c_uint32(pid), ctypes.c_uint8(1)
-        if not map_ptr or libbpf().bpf_map_update_elem(libbpf().bpf_map__fd(map_ptr), ctypes.byref(key),
-                                                       ctypes.byref(value), 0) != 0:
-            raise Failure(1, f"cannot record PID {pid} of {source} in map {host_input['map']}: {_errno_text()}")
-        notes.append(f"{source}: PID {pid}")
+            return {}, report
+        return {bytes(ctypes.c_uint32(pid)): bytes(ctypes.c_uint64(start))}, report
+    names = [unit["name"] for unit in host_input["units"]]
+    resolved = resolve_units(names)
+    missing = [name for name in names if resolved[name] is None]
+    entries = {bytes(ctypes.c_uint64(cgroup_name_hash(resolved[unit["name"]] or unit["name"]))):
+               bytes(Unit(value=unit["value"])) for unit in host_input["units"]}
+    report = {"map": host_input["map"], "units": {name: resolved[name] for name in names},
+              "problem": missing and f"{', '.join(missing)}: no such unit on this host, so the policy matches "
+                                     "nothing by {}".format("these names" if len(missing) > 1 else "this name")}
+    return entries, report
+
+
+def map_entries(fd, key_size, value_size):
+    """{key bytes: value bytes} of a BPF hash map."""
+    entries, key, next_key = {}, None, ctypes.create_string_buffer(key_size)
+    value = ctypes.create_string_buffer(value_size)
+    while libbpf().bpf_map_get_next_key(fd, key, next_key) == 0:
+        key = ctypes.create_string_buffer(next_key.raw, key_size)
+        if libbpf().bpf_map_lookup_elem(fd, key, value) == 0:
+            entries[key.raw] = value.raw
+    return entries
+
+
+def sync_map(fd, wanted, key_size, value_size):
+    """Make a hash map hold exactly `wanted`: new entries first, then the stale ones go. True if it changed."""
+    held = map_entries(fd, key_size, value_size)
+    for key, value in wanted.items():
+        if held.get(key) != value and libbpf().bpf_map_update_elem(fd, key, value, 0) != 0:
+            raise Failure(1, f"cannot write a host input into its map: {_errno_text()}")
+    for key in set(held) - set(wanted):
+        libbpf().bpf_map_delete_elem(fd, key)
+    return held != wanted
+
+
+def input_sizes(host_input):
+    return (4, 8) if "pid_of" in host_input else (8, ctypes.sizeof(Unit))
+
+
+def fill_host_inputs(map_fd_of, manifest):
+    """Fill each host input's map (map_fd_of(name) gives its fd); return the reports. Generic: no template is
+    known here."""
+    reports = []
+    for host_input in manifest.get("host_inputs", []):
+        fd = map_fd_of(host_input["map"])
+        if fd < 0:
+            raise Failure(1, f"policy {manifest['name']!r} has no map {host_input['map']}: it was built by another "
+                             "bpfoom.fleet; build and roll it out again")
+        wanted, report = wanted_entries(host_input)
+        report["changed"] = sync_map(fd, wanted, *input_sizes(host_input))
+        reports.append(report)
+    return reports
+
+
+def input_notes(reports):
+    """One line per host input, for apply's notes."""
+    notes = []
+    for report in reports:
+        if "target" in report:
+            notes.append(report["problem"] or f"{report['target']}: PID {report['pid']}")
+        else:
+            aliases = [f"{name} is {unit}" for name, unit in report["units"].items() if unit and unit != name]
+            notes += [report["problem"]] if report["problem"] else []
+            notes += [f"{report['map']}: {', '.join(aliases)}"] if aliases else []
     return notes
+
+
+def input_pin(pin_dir, map_name):
+    return os.path.join(pin_dir, "input-" + map_name)
+
+
+def refresh_host_inputs(key):
+    """The running policy's host inputs made current, through their pins (the events loop); the reports."""
+    manifest = read_manifest(policy_dir_of(split_key(key)[0]))
+    fds = {}
+
+    def map_fd_of(name):
+        fds[name] = libbpf().bpf_obj_get(input_pin(os.path.join(PIN_ROOT, key), name).encode())
+        return fds[name]
+    try:
+        return fill_host_inputs(map_fd_of, manifest)
+    finally:
+        for fd in fds.values():
+            if fd >= 0:
+                os.close(fd)
+
+
+def held_inputs(key):
+    """What the running policy's host input maps hold now and what they should (status; changes nothing)."""
+    try:
+        manifest = read_manifest(policy_dir_of(split_key(key)[0]))
+    except Failure:
+        return []
+    reports = []
+    for host_input in manifest.get("host_inputs", []):
+        wanted, report = wanted_entries(host_input)
+        fd = libbpf().bpf_obj_get(input_pin(os.path.join(PIN_ROOT, key), host_input["map"]).encode())
+        if fd < 0:
+            report["current"] = None
+        else:
+            report["current"] = map_entries(fd, *input_sizes(host_input)) == wanted
+            os.close(fd)
+        if report["current"] is False and not report["problem"]:
+            report["problem"] = f"{host_input['map']} is not current (the agent refreshes it every 2 s while it runs)"
+        reports.append(report)
+    return reports
 
 
 def _verifier_tail(lines=25):
@@ -580,9 +775,14 @@ def _verifier_tail(lines=25):
     return "\n".join(text[-lines:])
 
 
+def _object_map_fd(obj, name):
+    map_ptr = libbpf().bpf_object__find_map_by_name(obj, name.encode())
+    return libbpf().bpf_map__fd(map_ptr) if map_ptr else -1
+
+
 def open_policy(policy_dir, manifest, programs):
     """Open and load the policy's object with only the named programs (the rest are not even verified), and
-    fill its host inputs. Returns (object, notes); the caller closes the object."""
+    fill its host inputs. Returns (object, host input reports); the caller closes the object."""
     lib = libbpf()
     del LIBBPF_LOG[:]
     obj = lib.bpf_object__open_file(os.path.join(policy_dir, "policy.bpf.o").encode(), None)
@@ -601,7 +801,7 @@ def open_policy(policy_dir, manifest, programs):
         if lib.bpf_object__load(obj) != 0:
             raise Failure(4, f"the kernel's verifier rejected policy {manifest['name']!r} "
                              f"({_errno_text()}); last lines of its log:\n{_verifier_tail()}")
-        return obj, fill_host_inputs(obj, manifest)
+        return obj, fill_host_inputs(lambda name: _object_map_fd(obj, name), manifest)
     except BaseException:
         lib.bpf_object__close(obj)
         raise
@@ -610,9 +810,13 @@ def open_policy(policy_dir, manifest, programs):
 def load_and_pin(policy_dir, manifest, pin_dir, mode):
     """Load the programs of mode, attach them and pin their links and their ring buffer in pin_dir."""
     lib = libbpf()
-    obj, notes = open_policy(policy_dir, manifest, MODES[mode])
+    obj, inputs = open_policy(policy_dir, manifest, MODES[mode])
     try:
         os.makedirs(pin_dir, mode=0o700)
+        for host_input in manifest.get("host_inputs", []):     # pinned, so the events loop keeps them current
+            map_ptr = lib.bpf_object__find_map_by_name(obj, host_input["map"].encode())
+            if lib.bpf_map__pin(map_ptr, input_pin(pin_dir, host_input["map"]).encode()) != 0:
+                raise Failure(1, f"pinning map {host_input['map']} in {pin_dir} failed: {_errno_text()}")
         for name, (role, _attach_type, _target) in MODES[mode].items():
             link = lib.bpf_program__attach(lib.bpf_object__find_program_by_name(obj, name.encode()))
             if not link:
@@ -625,7 +829,7 @@ def load_and_pin(policy_dir, manifest, pin_dir, mode):
     finally:
         # Pinned links stay attached; closing the object drops only this process's references.
         lib.bpf_object__close(obj)
-    return notes
+    return inputs
 
 
 def remove_flat_dir(path):
@@ -734,13 +938,16 @@ def apply(policy_dir, mode="enforce"):
             others = [other for other in pinned_policies() if other != key]
             for other in others:           # leftovers of an interrupted swap
                 unpin(os.path.join(PIN_ROOT, other))
-            return {"changed": bool(others), "policy_name": manifest["name"], "policy_hash": policy_hash,
-                    "mode": mode, "previous": attached, "notes": ["already attached"], "status": managed_status()}
+            inputs = refresh_host_inputs(key)
+            return {"changed": bool(others) or any(report["changed"] for report in inputs),
+                    "policy_name": manifest["name"], "policy_hash": policy_hash, "mode": mode, "previous": attached,
+                    "notes": ["already attached"] + input_notes(inputs), "host_inputs": inputs,
+                    "input_problems": [r["problem"] for r in inputs if r["problem"]], "status": managed_status()}
         os.makedirs(PIN_ROOT, mode=0o700, exist_ok=True)
         pin_dir = os.path.join(PIN_ROOT, key)
         unpin(pin_dir)                     # a half-pinned leftover of this same policy
         try:
-            notes = load_and_pin(policy_dir, manifest, pin_dir, mode)
+            inputs = load_and_pin(policy_dir, manifest, pin_dir, mode)
             verify(key, manifest)
         except BaseException:
             unpin(pin_dir)                 # nothing half-applied: the previous policy still runs
@@ -762,7 +969,8 @@ def apply(policy_dir, mode="enforce"):
         for other in others:
             unpin(os.path.join(PIN_ROOT, other))
         return {"changed": True, "policy_name": manifest["name"], "policy_hash": policy_hash, "mode": mode,
-                "previous": attached, "notes": notes, "status": managed_status()}
+                "previous": attached, "notes": input_notes(inputs), "host_inputs": inputs,
+                "input_problems": [r["problem"] for r in inputs if r["problem"]], "status": managed_status()}
 
 
 def detach(forget_desired=True):
@@ -896,6 +1104,7 @@ def rank_candidates(candidates, tie_breaker, memcg=None, paths=None):
         never = candidate.rank == BPFOOM_RANK_NEVER
         tasks.append({"pid": candidate.pid, "comm": _text(candidate.comm), "cgroup": cgroup,
                       "rank": "never" if never else candidate.rank, "oom_score": oom_score,
+                      "decided_by": basis_view(candidate.basis, paths),
                       "_order": (-2 ** 31 if never else candidate.rank, candidate.start_time)})
     tie = {"youngest": lambda t: -t["_order"][1], "oldest": lambda t: t["_order"][1]}.get(
         tie_breaker, lambda t: -t["oom_score"])
@@ -994,8 +1203,9 @@ def _label(value):
     return str(value).replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
 
 
-def metrics_text(view, hook, events_logged, now):
-    """The agent's metrics in Prometheus' text format. view: managed_status()."""
+def metrics_text(view, hook, events_logged, now, inputs=()):
+    """The agent's metrics in Prometheus' text format. view: managed_status(); inputs: the running policy's host
+    input reports."""
     policy = view["attached_policy"]
     attached = next((p for p in view["policies"] if p["attached"]), {})
     lines = [
@@ -1034,6 +1244,12 @@ def metrics_text(view, hook, events_logged, now):
                       "without a scan).", "# TYPE bpfoom_shadow_outcomes_total counter"]
             lines += [f'bpfoom_shadow_outcomes_total{{outcome="{outcome}"}} {attached.get("shadow_" + outcome) or 0}'
                       for outcome in ("agree", "disagree", "no_victim", "not_comparable")]
+    if policy and inputs:
+        lines += ["# HELP bpfoom_host_input_ok 1 when what the policy names resolves on this host: its target runs "
+                  "(select_pid), every unit or slice it names exists; 0: it selects nobody, or matches nothing by "
+                  "a name.", "# TYPE bpfoom_host_input_ok gauge"]
+        lines += [f'bpfoom_host_input_ok{{map="{_label(r["map"])}",input="{_label(r.get("target") or ",".join(r["units"]))}"}} '
+                  f'{0 if r["problem"] else 1}' for r in inputs]
     return "\n".join(lines) + "\n"
 
 
@@ -1073,13 +1289,51 @@ def journal_send(kind, fields):
         sock.sendto(journal_payload(fields), JOURNAL_SOCKET)
 
 
+def basis_view(basis, paths=None):
+    """What a rank rested on, for people: the matchers that decided (and who chose each identity), the task's
+    uid, the named cgroup that matched with its owner."""
+    matched = [name for bit, name, _who in MATCHED if basis.matched & bit]
+    view = {"matched": matched or ["nothing (the template's default rank)"], "uid": basis.uid}
+    if basis.cgroup_id:
+        paths = paths if paths is not None else cgroup_paths()
+        view.update(cgroup=paths.get(basis.cgroup_id, f"cgroup id {basis.cgroup_id}"),
+                    cgroup_owner=basis.cgroup_owner, cgroup_vouched=bool(basis.cgroup_vouched))
+    return view
+
+
+def basis_text(view):
+    """A basis_view() as a phrase of a journal MESSAGE."""
+    who = {name: who for _bit, name, who in MATCHED}
+    parts = []
+    for name in view["matched"]:
+        if name == "cgroup":
+            parts.append(f"cgroup {view['cgroup']} (owner uid {view['cgroup_owner']}, "
+                         f"{'vouched for by root' if view['cgroup_vouched'] else 'not vouched for: may not protect'})")
+        elif name in who:
+            parts.append(f"{name} ({who[name]})")
+        else:
+            parts.append(name)
+    return f"rank rested on {' and '.join(parts)}; uid {view['uid']}"
+
+
+def basis_fields(prefix, view):
+    """A basis_view() as journal fields."""
+    fields = {f"{prefix}_MATCHED": ",".join(view["matched"]), f"{prefix}_UID": view["uid"]}
+    if "cgroup" in view:
+        fields.update({f"{prefix}_MATCHED_CGROUP": view["cgroup"], f"{prefix}_MATCHED_CGROUP_OWNER": view["cgroup_owner"],
+                       f"{prefix}_MATCHED_CGROUP_VOUCHED": int(view["cgroup_vouched"])})
+    return fields
+
+
 def selection_entry(event, policy):
     """The journal entry of one task an enforcing policy selected (an Event)."""
     comm, displaced_comm = _text(event.comm), _text(event.displaced_comm)
     displaced = f"{printable(displaced_comm)}[{event.displaced_pid}]" if event.displaced_pid else "nothing"
+    basis = basis_view(event.basis)
     return "selection", {
         "MESSAGE": f"bpfoom policy {policy['policy_name']} selected {printable(comm)}[{event.pid}] "
-                   f"(cgroup {event.cgroup_id}), displacing {displaced}",
+                   f"(cgroup {event.cgroup_id}), displacing {displaced}; {basis_text(basis)}",
+        **basis_fields("BPFOOM_VICTIM", basis),
         "PRIORITY": 5,
         "BPFOOM_POLICY_NAME": policy["policy_name"], "BPFOOM_POLICY_HASH": policy["policy_hash"],
         "BPFOOM_VICTIM_PID": event.pid, "BPFOOM_VICTIM_COMM": comm,
@@ -1103,7 +1357,11 @@ def shadow_entry(record, policy):
                              f"{kernel}"), 3
     else:
         message, priority = f"{name} would have killed {mine}; {kernel}", 5 if outcome == "agree" else 4
+    basis = basis_view(record.policy_basis) if record.policy_pid else None
+    if basis:
+        message += f"; the policy's {basis_text(basis)}"
     return "shadow", {
+        **(basis_fields("BPFOOM_POLICY_VICTIM", basis) if basis else {}),
         "MESSAGE": message, "PRIORITY": priority,
         "BPFOOM_POLICY_NAME": policy["policy_name"], "BPFOOM_POLICY_HASH": policy["policy_hash"],
         "BPFOOM_MODE": "shadow", "BPFOOM_OUTCOME": outcome, "BPFOOM_OOM": "memcg" if record.memcg else "global",
@@ -1113,6 +1371,43 @@ def shadow_entry(record, policy):
         "BPFOOM_KERNEL_VICTIM_PID": record.kernel_pid, "BPFOOM_KERNEL_VICTIM_COMM": kernel_comm,
         "BPFOOM_KERNEL_VICTIM_CGROUP_ID": record.kernel_cgroup_id,
     }
+
+
+def inputs_entry(report, policy):
+    """The journal entry of a host input that changed (a target restarted, stopped; a unit came or went)."""
+    what = report.get("target") or ", ".join(report["units"])
+    now = report["problem"] or (f"now PID {report['pid']}" if "target" in report else
+                                "resolved to " + ", ".join(f"{n} -> {u}" for n, u in report["units"].items()))
+    return "inputs", {"MESSAGE": f"bpfoom policy {policy['policy_name']}: {what}: {now}",
+                      "PRIORITY": 4 if report["problem"] else 5,
+                      "BPFOOM_POLICY_NAME": policy["policy_name"], "BPFOOM_POLICY_HASH": policy["policy_hash"],
+                      "BPFOOM_INPUT_MAP": report["map"], "BPFOOM_INPUT": what,
+                      "BPFOOM_INPUT_PID": report.get("pid") or 0, "BPFOOM_INPUT_PROBLEM": report["problem"] or ""}
+
+
+def inputs_due(key, last_full):
+    """Whether the running policy's host inputs need resolving now: every REFRESH_EVERY_S, and at once when a
+    target it selects has gone (a restart: its new PID must be selected before the next OOM) or is a pidfile's."""
+    if time.monotonic() - last_full >= REFRESH_EVERY_S:
+        return True
+    try:
+        manifest = read_manifest(policy_dir_of(split_key(key)[0]))
+    except Failure:
+        return False
+    for host_input in manifest.get("host_inputs", []):
+        if "pid_of" not in host_input:
+            continue
+        if "pidfile" in host_input["pid_of"]:
+            return True
+        fd = libbpf().bpf_obj_get(input_pin(os.path.join(PIN_ROOT, key), host_input["map"]).encode())
+        if fd < 0:
+            continue
+        held = map_entries(fd, 4, 8)
+        os.close(fd)
+        if not held or any(start_ticks(ctypes.c_uint32.from_buffer_copy(k).value) !=
+                           ctypes.c_uint64.from_buffer_copy(v).value for k, v in held.items()):
+            return True
+    return False
 
 
 # Each mode's ring-buffer record and its journal entry.
@@ -1137,19 +1432,35 @@ def events(once=False, metrics_file=None):
     ring, ring_key, ring_fd, pins = None, None, -1, None
     hook, metrics_due, metrics_failed = not missing_hook_functions(), 0.0, False
     btf = bool(vmlinux_btf())
+    inputs, inputs_key, inputs_full = [], None, -REFRESH_EVERY_S
     while True:
         if not once:
             pins = guard_pins(pins)
+        desired = _read(DESIRED_FILE)
+        if btf and desired and os.path.isdir(os.path.join(PIN_ROOT, desired)) and \
+                (desired != inputs_key or inputs_due(desired, inputs_full)):
+            try:
+                with Lock():            # not while an apply swaps the policy
+                    inputs = refresh_host_inputs(desired)
+            except Failure as failure:
+                print(f"bpfoomctl: cannot refresh the policy's host inputs: {failure}", file=sys.stderr)
+            else:
+                if desired == inputs_key:
+                    policy = identity_of(pinned_view(desired))
+                    for report in inputs:
+                        if report["changed"]:
+                            journal_send(*inputs_entry(report, policy))
+                inputs_key, inputs_full = desired, time.monotonic()
         if metrics_file and time.monotonic() >= metrics_due:
             metrics_due = time.monotonic() + METRICS_EVERY_S
             view = managed_status() if btf else {"attached_policy": None, "policies": []}
-            written = write_metrics(metrics_file, metrics_text(view, hook, state["count"], time.time()))
+            written = write_metrics(metrics_file, metrics_text(view, hook, state["count"], time.time(),
+                                                               inputs if desired == inputs_key else ()))
             if not written and not metrics_failed:
                 print(f"bpfoomctl: cannot write {metrics_file} (its directory must exist when the agent starts): "
                       "no metrics", file=sys.stderr)
             metrics_failed = not written
         # Cheap to poll: a new policy (or the same one attached anew) shows as another events map.
-        desired = _read(DESIRED_FILE)
         fd = libbpf().bpf_obj_get(os.path.join(PIN_ROOT, desired, "events").encode()) if desired else -1
         if fd >= 0:
             key = (desired, _object_id(fd, MapInfo))

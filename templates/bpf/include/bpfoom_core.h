@@ -45,10 +45,19 @@ enum bpfoom_verdict {
 	BPF_EVAL_SELECT = 3,    /* this task becomes oc->chosen */
 };
 
+struct kuid {
+	__u32 val;
+} __attribute__((preserve_access_index));
+
+struct kernfs_iattrs {
+	struct kuid ia_uid;
+} __attribute__((preserve_access_index));
+
 struct kernfs_node {
 	const char *name;
 	struct kernfs_node *parent;
 	__u64 id;
+	struct kernfs_iattrs *iattr;    /* NULL until chown or a non-root mkdir: owned by root */
 } __attribute__((preserve_access_index));
 
 struct cgroup {
@@ -57,10 +66,6 @@ struct cgroup {
 
 struct css_set {
 	struct cgroup *dfl_cgrp;
-} __attribute__((preserve_access_index));
-
-struct kuid {
-	__u32 val;
 } __attribute__((preserve_access_index));
 
 struct cred {
@@ -98,6 +103,7 @@ struct task_struct {
 	int tgid;
 	char comm[BPFOOM_COMM_LEN];
 	unsigned long long start_time;
+	unsigned long long start_boottime;      /* what /proc/PID/stat's starttime counts, in ns */
 	struct mm_struct *mm;
 	struct signal_struct *signal;
 	const struct cred *cred;
@@ -132,6 +138,33 @@ struct bpfoom_counters {
 	__u64 shadow_not_comparable;    /* shadow: the kernel decided without asking (see bpfoom_shadow_outcome) */
 };
 
+/*
+ * What a task's rank rested on, for explain, the journal and shadow records
+ * (docs/policies.md, "Who may protect a task"). matched: the matchers that
+ * decided, a mask of enum bpfoom_matcher; cgroup_*: the named cgroup that
+ * matched, if one did.
+ */
+enum bpfoom_matcher {
+	BPFOOM_MATCHED_COMM = 1,        /* the command name: chosen by the process itself */
+	BPFOOM_MATCHED_CGROUP = 2,      /* a named unit or slice the task runs under */
+	BPFOOM_MATCHED_UID = 4,         /* the task's uid: vouched for by the kernel */
+	BPFOOM_MATCHED_TARGET = 8,      /* the process a host input names (select_pid), by PID and start time */
+};
+
+struct bpfoom_basis {
+	__u32 matched;                  /* enum bpfoom_matcher bits; 0: the template's default rank */
+	__u32 uid;                      /* the task's uid */
+	__u64 cgroup_id;                /* the named cgroup that matched (kernfs id), 0: none */
+	__u32 cgroup_owner;             /* its owner's uid */
+	__u32 cgroup_vouched;           /* 1: it and every ancestor are owned by root */
+};
+
+/* A unit or slice name a policy gives, as the agent resolved it on the host: the value of a units map. */
+struct bpfoom_unit {
+	__s32 value;                    /* what the template makes of tasks under it (a rank, or 1: listed) */
+	__u32 _pad;
+};
+
 /* One ring-buffer event per task a policy selected (it replaced oc->chosen). */
 struct bpfoom_event {
 	__u32 pid;
@@ -139,6 +172,7 @@ struct bpfoom_event {
 	__s32 rank;
 	__s32 displaced_rank;
 	__u64 cgroup_id;
+	struct bpfoom_basis basis;      /* what the selected task's rank rested on */
 	char comm[BPFOOM_COMM_LEN];
 	char displaced_comm[BPFOOM_COMM_LEN];
 };
@@ -164,6 +198,7 @@ struct bpfoom_shadow_record {
 	__u64 kernel_cgroup_id;
 	char policy_comm[BPFOOM_COMM_LEN];
 	char kernel_comm[BPFOOM_COMM_LEN];
+	struct bpfoom_basis policy_basis;       /* what the policy's choice rested on */
 };
 
 /* One task as `bpfoomctl explain` sees it, written by the iter/task program. */
@@ -175,6 +210,7 @@ struct bpfoom_candidate {
 	__u64 cgroup_id;
 	__u64 start_time;
 	char comm[BPFOOM_COMM_LEN];
+	struct bpfoom_basis basis;      /* what its rank rested on */
 };
 
 /* The kfunc of the hook series: names the policy in the kernel's OOM report. */

@@ -7,7 +7,8 @@
 #define BPFOOM_MATCH_H
 
 #define BPFOOM_CGROUP_NAME_LEN 64       /* names are hashed on their first 63 bytes, zero-padded */
-#define BPFOOM_CGROUP_DEPTH 8           /* a task's cgroup and up to 7 ancestors */
+#define BPFOOM_CGROUP_DEPTH 8           /* names: a task's cgroup and up to 7 ancestors */
+#define BPFOOM_CGROUP_TRUST_DEPTH 16    /* owners: up to 16 levels */
 #define BPFOOM_FNV_OFFSET 0xcbf29ce484222325ULL
 #define BPFOOM_FNV_PRIME 0x100000001b3ULL
 
@@ -53,8 +54,8 @@ static __always_inline void task_comm(struct task_struct *task, char comm[BPFOOM
 
 /*
  * FNV-1a 64 of a kernfs node's name, over BPFOOM_CGROUP_NAME_LEN bytes: the
- * name's first 63 bytes, zero-padded. The same function as
- * policy_catalog.cgroup_name_hash().
+ * name's first 63 bytes, zero-padded. The same function as bpfoomctl's
+ * cgroup_name_hash(), which fills the units maps.
  */
 static __always_inline __u64 kernfs_name_hash(struct kernfs_node *kn)
 {
@@ -70,32 +71,182 @@ static __always_inline __u64 kernfs_name_hash(struct kernfs_node *kn)
 }
 
 /*
- * Index in hashes[] of the nearest cgroup (the task's own, then its parents)
- * whose name hashes to an entry, or -1. Names are unit and slice names
- * ("nginx.service", "batch.slice"): systemd gives each one exactly one cgroup.
+ * Who may protect a task (docs/policies.md): a matcher that lowers a task's
+ * chance to die counts only on an identity the task cannot take by itself.
+ * A cgroup's name can be chosen by whoever may create it: a user's systemd
+ * manager (user@UID.service) and every delegated subtree belong to that user,
+ * who can name a cgroup "postgresql.service" there. So a named cgroup is
+ * vouched for only when it and every one of its ancestors are owned by root
+ * (kernfs keeps a cgroup's owner: a non-root mkdir, or systemd's chown of a
+ * delegated subtree, set it). cgroup v2 has no rename: a name stays where
+ * its creator put it.
  */
-static __always_inline int task_cgroup_match(struct task_struct *task, const volatile __u64 *hashes, int count)
+static __always_inline __u32 kernfs_owner(struct kernfs_node *kn)
 {
-	struct kernfs_node *kn = task->cgroups->dfl_cgrp->kn;
+	struct kernfs_iattrs *iattr = kn->iattr;
 
-	for (int depth = 0; depth < BPFOOM_CGROUP_DEPTH && kn; depth++) {
-		__u64 hash = kernfs_name_hash(kn);
-
-		for (int i = 0; i < count; i++)
-			if (hashes[i] == hash)
-				return i;
-		kn = kn->parent;
-	}
-	return -1;
+	return iattr ? iattr->ia_uid.val : 0;   /* no attributes: as root created it */
 }
 
-static __always_inline bool uid_in(struct task_struct *task, const volatile __u32 *uids, int count)
+/* A units map: the unit and slice names a policy gives, as bpfoomctl resolved them on the host. */
+#define BPFOOM_UNITS_MAX 64
+#define BPFOOM_UNIT_MAP(name)						\
+	struct {							\
+		__uint(type, BPF_MAP_TYPE_HASH);			\
+		__uint(max_entries, BPFOOM_UNITS_MAX);			\
+		__type(key, __u64);	/* kernfs_name_hash() of the name */ \
+		__type(value, struct bpfoom_unit);			\
+	} name SEC(".maps")
+
+/* What one walk up a task's cgroups found in a units map. */
+struct bpfoom_units_found {
+	bool vouched;                   /* the nearest named cgroup that root vouches for */
+	bool unvouched;                 /* a named cgroup nobody vouches for (a user's own) */
+	__s32 vouched_value;
+	__s32 unvouched_value;          /* the highest value among those */
+	__u64 vouched_id, unvouched_id;
+	__u32 vouched_owner, unvouched_owner;
+};
+
+/*
+ * Walk up from the task's cgroup: names are matched on its cgroup and up to
+ * 7 ancestors, owners are checked up to BPFOOM_CGROUP_TRUST_DEPTH levels
+ * (deeper than that, nothing is vouched for).
+ */
+static __always_inline void task_units(struct task_struct *task, void *units, struct bpfoom_units_found *found)
+{
+	struct kernfs_node *kn = task->cgroups->dfl_cgrp->kn;
+	struct bpfoom_unit hit[BPFOOM_CGROUP_DEPTH];
+	__u64 id[BPFOOM_CGROUP_DEPTH];
+	__u32 owner[BPFOOM_CGROUP_DEPTH];
+	bool named[BPFOOM_CGROUP_DEPTH];
+	int untrusted = -1, depth;      /* the farthest level from the task not owned by root */
+
+	__builtin_memset(found, 0, sizeof(*found));
+	for (depth = 0; depth < BPFOOM_CGROUP_DEPTH; depth++) {
+		named[depth] = false;
+		id[depth] = 0;
+		owner[depth] = 0;
+		hit[depth].value = 0;
+		if (!kn)
+			continue;
+		__u64 hash = kernfs_name_hash(kn);
+		struct bpfoom_unit *unit = bpf_map_lookup_elem(units, &hash);
+
+		if (unit) {
+			named[depth] = true;
+			hit[depth] = *unit;
+			id[depth] = kn->id;
+		}
+		owner[depth] = kernfs_owner(kn);
+		if (owner[depth])
+			untrusted = depth;
+		kn = kn->parent;
+	}
+	for (depth = BPFOOM_CGROUP_DEPTH; depth < BPFOOM_CGROUP_TRUST_DEPTH && kn; depth++) {
+		if (kernfs_owner(kn))
+			untrusted = depth;
+		kn = kn->parent;
+	}
+	if (kn)
+		untrusted = BPFOOM_CGROUP_TRUST_DEPTH;
+	for (depth = 0; depth < BPFOOM_CGROUP_DEPTH; depth++) {
+		if (!named[depth])
+			continue;
+		if (depth > untrusted) {
+			if (!found->vouched) {
+				found->vouched = true;
+				found->vouched_value = hit[depth].value;
+				found->vouched_id = id[depth];
+				found->vouched_owner = owner[depth];
+			}
+		} else if (!found->unvouched || hit[depth].value > found->unvouched_value) {
+			found->unvouched = true;
+			found->unvouched_value = hit[depth].value;
+			found->unvouched_id = id[depth];
+			found->unvouched_owner = owner[depth];
+		}
+	}
+}
+
+static __always_inline void basis_cgroup(struct bpfoom_basis *basis, __u64 id, __u32 owner, bool vouched)
+{
+	basis->matched |= BPFOOM_MATCHED_CGROUP;
+	basis->cgroup_id = id;
+	basis->cgroup_owner = owner;
+	basis->cgroup_vouched = vouched;
+}
+
+/* Is the task under a named cgroup that root vouches for? (may protect) */
+static __always_inline bool task_under_vouched_unit(struct task_struct *task, void *units, struct bpfoom_basis *basis)
+{
+	struct bpfoom_units_found found;
+
+	task_units(task, units, &found);
+	if (found.vouched)
+		basis_cgroup(basis, found.vouched_id, found.vouched_owner, true);
+	return found.vouched;
+}
+
+/* Is the task under any named cgroup, whoever owns it? (may only make it die sooner) */
+static __always_inline bool task_under_unit(struct task_struct *task, void *units, struct bpfoom_basis *basis)
+{
+	struct bpfoom_units_found found;
+
+	task_units(task, units, &found);
+	if (found.vouched)
+		basis_cgroup(basis, found.vouched_id, found.vouched_owner, true);
+	else if (found.unvouched)
+		basis_cgroup(basis, found.unvouched_id, found.unvouched_owner, false);
+	return found.vouched || found.unvouched;
+}
+
+/*
+ * The value of the nearest named cgroup root vouches for (or fallback); a
+ * named cgroup nobody vouches for may only raise it: a name a user gives its
+ * own cgroup makes its tasks die sooner, never later.
+ */
+static __always_inline int task_unit_value(struct task_struct *task, void *units, int fallback,
+					   struct bpfoom_basis *basis)
+{
+	struct bpfoom_units_found found;
+	int value = fallback;
+
+	task_units(task, units, &found);
+	if (found.vouched) {
+		value = found.vouched_value;
+		basis_cgroup(basis, found.vouched_id, found.vouched_owner, true);
+	}
+	if (found.unvouched && found.unvouched_value > value) {
+		value = found.unvouched_value;
+		basis_cgroup(basis, found.unvouched_id, found.unvouched_owner, false);
+	}
+	return value;
+}
+
+/* The command name: chosen by the process (prctl(PR_SET_NAME)), so it may prefer a task, or narrow a protection. */
+static __always_inline bool comm_in(const struct bpfoom_comm *comm, const volatile struct bpfoom_comm_pattern *patterns,
+				    int count, struct bpfoom_basis *basis)
+{
+	for (int i = 0; i < count; i++)
+		if (comm_matches(comm, &patterns[i])) {
+			basis->matched |= BPFOOM_MATCHED_COMM;
+			return true;
+		}
+	return false;
+}
+
+/* The task's uid: vouched for by the kernel (a process cannot take another uid without privilege). */
+static __always_inline bool uid_in(struct task_struct *task, const volatile __u32 *uids, int count,
+				   struct bpfoom_basis *basis)
 {
 	__u32 uid = task->cred->uid.val;
 
 	for (int i = 0; i < count; i++)
-		if (uids[i] == uid)
+		if (uids[i] == uid) {
+			basis->matched |= BPFOOM_MATCHED_UID;
 			return true;
+		}
 	return false;
 }
 

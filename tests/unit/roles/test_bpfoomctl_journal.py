@@ -85,11 +85,21 @@ POLICY = {"policy_name": "web", "policy_hash": "ab" * 32, "mode": "shadow"}
 
 def test_a_shadow_entry_names_both_choices():
     record = shadow_record(outcome=2, memcg=1, candidates=3, policy_pid=123, policy_comm=b"report-gen",
-                           kernel_pid=456, kernel_comm=b"web-server")
+                           kernel_pid=456, kernel_comm=b"web-server", policy_basis=bpfoomctl.Basis(matched=1, uid=33))
     kind, fields = bpfoomctl.shadow_entry(record, POLICY)
     assert kind == "shadow" and fields["BPFOOM_OUTCOME"] == "disagree" and fields["BPFOOM_OOM"] == "memcg"
     assert fields["MESSAGE"] == ("bpfoom policy web (shadow) would have killed report-gen[123]; "
-                                 "the kernel killed web-server[456]")
+                                 "the kernel killed web-server[456]; the policy's rank rested on comm "
+                                 "(chosen by the process); uid 33")
+    assert fields["BPFOOM_POLICY_VICTIM_MATCHED"] == "comm" and fields["BPFOOM_POLICY_VICTIM_UID"] == 33
+
+
+def test_an_entry_names_the_cgroup_a_decision_rested_on_and_its_owner():
+    basis = bpfoomctl.Basis(matched=2, uid=1001, cgroup_id=77, cgroup_owner=1001, cgroup_vouched=0)
+    view = bpfoomctl.basis_view(basis, {77: "/user.slice/user-1001.slice/user@1001.service/app.slice/x.service"})
+    assert view == {"matched": ["cgroup"], "uid": 1001, "cgroup_owner": 1001, "cgroup_vouched": False,
+                    "cgroup": "/user.slice/user-1001.slice/user@1001.service/app.slice/x.service"}
+    assert "(owner uid 1001, not vouched for: may not protect)" in bpfoomctl.basis_text(view)
 
 
 def test_a_shadow_entry_says_when_it_cannot_compare_or_would_find_no_victim():

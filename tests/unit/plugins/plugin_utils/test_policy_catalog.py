@@ -39,21 +39,21 @@ def test_strict_is_the_only_way_to_never_kill():
 
 
 def test_cgroup_priority_ranks_the_lowest_priority_highest():
-    source, _hash = render(EXAMPLES["cgroup_priority"])
-    assert "priority_rank[PRIORITY_COUNT] = { 0, 900 }" in source
+    spec = catalog.validate(EXAMPLES["cgroup_priority"])
+    source, _hash = catalog.render(spec)
     assert "#define DEFAULT_RANK 500" in source
+    assert catalog.manifest(spec, "0" * 64)["host_inputs"] == [{"map": "priority_units", "units": [
+        {"name": "postgresql.service", "value": 0}, {"name": "backup.service", "value": 900}]}]
 
 
-def fnv1a64(data: bytes) -> int:
-    value = 0xcbf29ce484222325
-    for byte in data:
-        value = ((value ^ byte) * 0x100000001b3) % 2**64
-    return value
-
-
-def test_cgroup_hash_is_fnv1a_over_the_zero_padded_name():
-    assert catalog.cgroup_name_hash("a.slice") == fnv1a64(b"a.slice".ljust(64, b"\0"))
-    assert catalog.cgroup_name_hash("x" * 100) == catalog.cgroup_name_hash("x" * 63)
+def test_unit_names_are_part_of_the_source_so_of_the_hash():
+    spec = catalog.validate(EXAMPLES["prefer_avoid"])
+    source, first_hash = catalog.render(spec)
+    assert catalog.c_string("postgresql.service", 256) in source
+    assert "BPFOOM_UNIT_MAP(avoid_units);" in source and "BPFOOM_UNIT_MAP(prefer_units);" in source
+    other = {**EXAMPLES["prefer_avoid"], "params": {**EXAMPLES["prefer_avoid"]["params"],
+                                                     "avoid": {"cgroup": ["ssh.service"], "uid": [0]}}}
+    assert render(other)[1] != first_hash
 
 
 def test_comm_patterns_are_words_and_masks():
@@ -75,14 +75,60 @@ def test_the_manifest_names_the_host_inputs_of_select_pid():
     assert manifest["host_inputs"] == [{"map": "bpfoom_target_pids", "pid_of": {"unit": "memcached.service"}}]
     source, _hash = catalog.render(spec)
     assert "bpfoom_target_pids SEC(\".maps\")" in source          # the map the agent fills exists
-    assert catalog.manifest(catalog.validate(EXAMPLES["prefer_avoid"]), "0" * 64)["host_inputs"] == []
+    assert catalog.manifest(catalog.validate(EXAMPLES["prefer_avoid"]), "0" * 64)["host_inputs"] == [
+        {"map": "prefer_units", "units": [{"name": "batch.slice", "value": 1}]},
+        {"map": "avoid_units", "units": [{"name": "sshd.service", "value": 1}, {"name": "postgresql.service", "value": 1}]}]
+
+
+def test_protection_by_a_command_name_alone_is_refused_naming_the_risk_and_the_safe_form():
+    with pytest.raises(PolicyError) as refused:
+        catalog.validate({"name": "p", "template": PA, "params": {"avoid": {"comm": ["postgres"]}}})
+    message = str(refused.value)
+    assert message.startswith("params.avoid.comm: ")
+    assert "prctl(PR_SET_NAME)" in message                            # the risk
+    assert "avoid.uid" in message and "avoid.cgroup" in message       # the safe form
+    assert catalog.FORGEABLE_FLAG in message                          # the opt-in
+    with pytest.raises(PolicyError, match="^params.avoid.comm_prefix: "):
+        catalog.validate({"name": "p", "template": PA, "strict": True, "params": {"avoid": {"comm_prefix": ["pg"]}}})
+
+
+def test_a_command_name_qualified_by_a_vouched_identity_protects_only_with_it():
+    spec = catalog.validate({"name": "p", "template": PA, "params": {"avoid": {"comm": ["postgres"], "uid": [105]}}})
+    source, _hash = catalog.render(spec)
+    assert "(!AVOID_COMM_COUNT || comm_in(&comm, avoid_comm, AVOID_COMM_COUNT, basis))" in source
+
+
+def test_the_forgeable_opt_in_is_explicit_and_changes_the_hash():
+    risky = {"name": "p", "template": PA, catalog.FORGEABLE_FLAG: True, "params": {"avoid": {"comm": ["postgres"]}}}
+    source, risky_hash = render(risky)
+    assert "protect_by_forgeable_comm: any process can take" in source
+    qualified = {"name": "p", "template": PA, "params": {"avoid": {"comm": ["postgres"], "uid": [105]}}}
+    assert render(dict(qualified, **{catalog.FORGEABLE_FLAG: False}))[1] == render(qualified)[1]
+    assert render(dict(qualified, **{catalog.FORGEABLE_FLAG: True}))[1] != render(qualified)[1]
+    with pytest.raises(PolicyError, match=f"^{catalog.FORGEABLE_FLAG}: only prefer_avoid"):
+        catalog.validate({"name": "p", "template": "select_pid", catalog.FORGEABLE_FLAG: True,
+                          "params": {"unit": "x.service"}})
+    with pytest.raises(PolicyError, match=f"^{catalog.FORGEABLE_FLAG}: must be true or false"):
+        catalog.validate(dict(risky, **{catalog.FORGEABLE_FLAG: "yes"}))
+
+
+def test_preferring_may_use_any_identity():
+    catalog.validate({"name": "p", "template": PA, "params": {"prefer": {"comm": ["report-gen"]}}})
+
+
+def test_every_matcher_is_classified_and_the_docs_state_the_classification():
+    docs = (catalog.BPF_TEMPLATE_DIR.rsplit("/templates", 1)[0] + "/docs/policies.md")
+    text = open(docs).read()
+    for matcher, (trust, _what) in catalog.MATCHERS.items():
+        assert trust in (catalog.CHOSEN_BY_PROCESS, catalog.VOUCHED)
+        assert f"| `{matcher}` | {trust} |" in text, matcher
 
 
 def test_the_manifest_carries_every_object_property():
     spec = catalog.validate(EXAMPLES["cgroup_priority"])
     manifest = catalog.manifest(spec, "ab" * 32)
     assert manifest == {"name": "db_prio", "hash": "ab" * 32, "template": "cgroup_priority", "tie_breaker": "youngest",
-                        "strict": False, "host_inputs": []}
+                        "strict": False, "host_inputs": catalog.CATALOG["cgroup_priority"].host_inputs(spec["params"])}
 
 
 def test_the_mode_is_the_hosts_not_the_objects_and_is_checked():
