@@ -197,10 +197,19 @@ package_manager:
   type: str
   sample: apt
 notes:
-  description: What the agent noted (for select_pid, the target process it resolved).
+  description: What the agent noted (for select_pid, the target process it resolved; the unit aliases it resolved).
   returned: always
   type: list
   elements: str
+input_problems:
+  description:
+    - What the policy names that does not resolve on this host, as the kernel's maps hold it after the task (also a
+      warning of the task): a select_pid target that is not running (the policy selects nobody), a unit or slice name
+      no unit of this host has.
+  returned: always
+  type: list
+  elements: str
+  sample: ["ngnix.service: no such unit on this host, so the policy matches nothing by this name"]
 """
 
 import base64
@@ -282,7 +291,7 @@ def main():
     params = module.params
     facts = host_facts()
     result = dict(changed=False, previous=None, policy_name=None, policy_hash=None, mode=None, links=[], evaluations=None,
-                  selections=None, files_changed=[], agent={}, notes=[], libbpf_missing=False,
+                  selections=None, files_changed=[], agent={}, notes=[], input_problems=[], libbpf_missing=False,
                   package_manager=package_manager(), kernel_release=facts["kernel_release"], hook=facts["hook"])
     installed = agent_installed()
     if params["state"] == "absent" and not installed:
@@ -352,7 +361,12 @@ def main():
     result.update(policy_name=(target or {}).get("policy_name"), policy_hash=(target or {}).get("policy_hash"),
                   mode=(target or {}).get("mode"),
                   links=(attached or {}).get("links", []), evaluations=(attached or {}).get("evaluations"),
-                  selections=(attached or {}).get("selections"))
+                  selections=(attached or {}).get("selections"),
+                  input_problems=(status or {}).get("input_problems", []))
+    # A policy that selects nobody or names a unit this host lacks runs, but not as its names say: a warning
+    # the operator cannot miss (verify and the metrics say it too).
+    for problem in result["input_problems"]:
+        module.warn(f"policy {result['policy_name']}: {problem}")
     module.exit_json(**result)
 
 

@@ -129,6 +129,14 @@ rollback_target:
   returned: always
   type: dict
   sample: {"policy_name": "web_v1", "policy_hash": "5eb9382d..."}
+input_problems:
+  description:
+    - What the running policy names that does not resolve on this host now, as its maps hold it (the agent keeps them
+      current): a select_pid target that is not running (the policy selects nobody), a unit or slice name no unit of
+      this host has. Empty when everything resolves.
+  returned: always
+  type: list
+  elements: str
 """
 
 import json
@@ -143,6 +151,7 @@ def main():
     module = AnsibleModule(argument_spec={"explain": dict(type="bool", default=True)}, supports_check_mode=True)
     result = dict(host_facts(), changed=False, agent_installed=os.path.exists(BPFOOMCTL), agent_state=None,
                   attached_policy=None, policies=[], desired_hash=None, desired_mode=None, rollback_target=None,
+                  input_problems=[],
                   explain=None, explain_error=None)
     systemctl = module.get_bin_path("systemctl")
     if systemctl:
@@ -153,7 +162,7 @@ def main():
         result.update(hook=status["hook"], hook_functions=status["hook_functions"],
                       attached_policy=policy_identity(status), policies=status["policies"],
                       desired_hash=status["desired_hash"], desired_mode=status.get("desired_mode"),
-                      rollback_target=status["rollback_target"])
+                      rollback_target=status["rollback_target"], input_problems=status.get("input_problems", []))
         if module.params["explain"] and status["desired_hash"]:
             # Not run_bpfoomctl: a policy that cannot be explained is a fact to report, not a failed read.
             rc, out, err = module.run_command([BPFOOMCTL, "explain"], environ_update=C_LOCALE)

@@ -1,0 +1,276 @@
+"""Lab tier of issue 21: the operator decides who dies, not the processes.
+
+On hook1 with the agent and its unit (the role), the catalog's templates, real
+users and systemd's own units: a tenant's process named after an avoided
+command, a tenant's cgroup named after an avoided unit (through its systemd
+user manager), select_pid's target restarting, the README's policy on Debian
+(sshd.service is an alias there). Every OOM is a memcg OOM of a slice of its
+own (bpfoomtest.slice, 96 MiB, no swap), each hog a transient unit in it.
+"""
+
+import json
+import re
+import time
+
+import pytest
+
+from policytools import build_policy
+from fleetlab import fleet
+
+from ansible_collections.bpfoom.fleet.plugins.plugin_utils.policy_catalog import PolicyError
+
+pytestmark = pytest.mark.lab
+
+SLICE = "bpfoomtest.slice"
+MEMHOG = "/usr/local/bin/bpfoomtest-memhog"
+TENANT = "tenant"                   # an unprivileged user with a systemd user manager (linger)
+SERVICE_USER = "pgsvc"              # the real service's user
+
+
+@pytest.fixture(scope="module")
+def host(_patched, lab, agent_lab):
+    """hook1 with the agent's unit running (the role), a tenant with a user manager, the memhog for all."""
+    from test_agent import play
+    process, _results = play(agent_lab, "agent.yml", "hook1")
+    assert process.returncode == 0, process.stdout[-3000:]
+    _patched.run(f"install -m 0755 {_patched.guest_dir}/memhog {MEMHOG}; "
+                 f"id {TENANT} >/dev/null 2>&1 || useradd --create-home {TENANT}; "
+                 f"id {SERVICE_USER} >/dev/null 2>&1 || useradd --system {SERVICE_USER}; "
+                 f"loginctl enable-linger {TENANT}; "
+                 f"printf '[Slice]\\nMemoryMax=96M\\nMemorySwapMax=0\\n' > /run/systemd/system/{SLICE}; "
+                 "systemctl daemon-reload")
+    uid = int(_patched.run(f"id -u {TENANT}").stdout)
+    deadline = time.monotonic() + 60
+    while _patched.run(f"systemctl is-active user@{uid}.service", check=False).stdout.strip() != "active":
+        assert time.monotonic() < deadline, "the tenant's user manager did not start"
+        time.sleep(1)
+    _patched.tenant_uid = uid
+    _patched.service_uid = int(_patched.run(f"id -u {SERVICE_USER}").stdout)
+    yield _patched
+    _patched.bpfoomctl("detach")
+    _patched.run(f"systemctl stop {SLICE}; loginctl disable-linger {TENANT}; systemctl stop bpfoom.service",
+                 check=False)
+
+
+def apply(host, cache, policy):
+    remote = host.upload_policy(build_policy(policy, cache))
+    result = host.bpfoomctl(f"apply {remote}")
+    assert result["status"]["attached_policy"]["policy_name"] == policy["name"], result
+    return result
+
+
+def hog(host, unit, name, mib, user=None, extra=""):
+    """A memhog NAME MIB as the transient system unit UNIT in the test slice (as USER if given)."""
+    as_user = f"--uid={user} " if user else ""
+    host.run(f"systemctl reset-failed {unit} 2>/dev/null; systemd-run --quiet --unit={unit} --slice={SLICE} "
+             f"{as_user}{extra} {MEMHOG} {name} {mib}")
+
+
+def user_hog(host, unit, name, mib):
+    """A memhog as the tenant's own unit, through its systemd user manager: a cgroup the tenant owns."""
+    host.run(f"runuser -u {TENANT} -- env XDG_RUNTIME_DIR=/run/user/{host.tenant_uid} "
+             f"systemd-run --user --quiet --unit={unit} {MEMHOG} {name} {mib}")
+
+
+def wait_charged(host, cgroup, mib, timeout=30):
+    """Until cgroup (a path under /sys/fs/cgroup) holds at least MIB MiB."""
+    deadline = time.monotonic() + timeout
+    while True:
+        current = host.run(f"cat /sys/fs/cgroup{cgroup}/memory.current 2>/dev/null || echo 0").stdout
+        if int(current) >= mib << 20:
+            return
+        assert time.monotonic() < deadline, f"{cgroup} never held {mib} MiB"
+        time.sleep(0.5)
+
+
+def killed(host, count, timeout=30):
+    """The (pid, comm) of the first COUNT OOM kills in the kernel's log since dmesg -C."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = re.findall(r"Killed process (\d+) \((\S+)\)", host.run("dmesg").stdout)
+        if len(found) >= count or time.monotonic() > deadline:
+            return [(int(pid), comm) for pid, comm in found]
+        time.sleep(0.5)
+
+
+def stop_units(host, *units):
+    host.run(f"systemctl stop {' '.join(units)} 2>/dev/null; systemctl reset-failed {' '.join(units)} 2>/dev/null; "
+             "true", check=False)
+
+
+def test_a_tenant_process_named_after_an_avoided_command_is_not_protected(host, policy_cache):
+    # The name alone protects nothing: the catalog refuses it, naming the safe form.
+    with pytest.raises(PolicyError, match=r"params.avoid.comm: .*prctl\(PR_SET_NAME\).*avoid.uid"):
+        build_policy({"name": "pg_by_name", "template": "prefer_avoid",
+                      "params": {"avoid": {"comm": ["postgres"]}}}, policy_cache)
+    apply(host, policy_cache, {"name": "pg_by_uid", "template": "prefer_avoid",
+                               "params": {"avoid": {"comm": ["postgres"], "uid": [host.service_uid]}}})
+    host.run("dmesg -C")
+    try:
+        hog(host, "realpg", "postgres", 20, user=SERVICE_USER)
+        hog(host, "forger", "postgres", 40, user=TENANT)         # the tenant calls its hog postgres
+        hog(host, "worker", "worker", 10, user=TENANT)
+        wait_charged(host, f"/{SLICE}", 68)
+        hog(host, "trigger", "trigger", 28, user=TENANT)
+        kills = killed(host, 1)
+    finally:
+        stop_units(host, "realpg", "forger", "worker", "trigger")
+    assert kills and kills[0][1] == "postgres", kills
+    forger_pid = kills[0][0]
+    # The one killed is the forger (the tenant's), not the real service.
+    journal = host.run(f"journalctl -k --no-pager | grep -E 'Killed process {forger_pid} ' | tail -1").stdout
+    assert f"UID:{host.tenant_uid} " in journal, journal
+    assert "policy_name=pg_by_uid" in host.run("dmesg").stdout
+
+
+def test_a_tenant_cgroup_named_after_an_avoided_unit_is_not_protected(host, policy_cache):
+    apply(host, policy_cache, {"name": "keep_pg", "template": "prefer_avoid",
+                               "params": {"avoid": {"cgroup": ["postgresql.service"]}}})
+    uid = host.tenant_uid
+    manager = f"user@{uid}.service"
+    host.run(f"systemctl set-property --runtime {manager} MemoryMax=96M MemorySwapMax=0")
+    host.run("dmesg -C; journalctl --rotate >/dev/null 2>&1; journalctl --vacuum-time=1s >/dev/null 2>&1; true")
+    stop_user = (f"runuser -u {TENANT} -- env XDG_RUNTIME_DIR=/run/user/{uid} systemctl --user stop "
+                 "postgresql worker trigger; true")
+    try:
+        # The real system unit of that name, in its own slice: what the policy must still protect.
+        hog(host, "postgresql", "postgres", 8)
+        user_hog(host, "postgresql", "postgres", 50)             # .../user@UID.service/app.slice/postgresql.service
+        user_hog(host, "worker", "worker", 20)
+        wait_charged(host, f"/user.slice/user-{uid}.slice/{manager}", 70)
+        explained = host.bpfoomctl("explain --top=50")
+        user_hog(host, "trigger", "trigger", 28)
+        kills = killed(host, 1)
+        host.bpfoomctl("events --once")
+        entries = host.run("journalctl -t bpfoom -o json --no-pager").stdout
+    finally:
+        host.run(stop_user, check=False)
+        stop_units(host, "postgresql")
+        host.run(f"systemctl set-property --runtime {manager} MemoryMax=infinity", check=False)
+    by_cgroup = {task["cgroup"]: task for task in explained["candidates"]}
+    real = by_cgroup[f"/{SLICE}/postgresql.service"]
+    fake = by_cgroup[f"/user.slice/user-{uid}.slice/{manager}/app.slice/postgresql.service"]
+    assert real["rank"] == 0 and real["decided_by"]["matched"] == ["cgroup"], real        # protected, and why
+    assert real["decided_by"]["cgroup_vouched"] and real["decided_by"]["cgroup_owner"] == 0, real
+    assert fake["rank"] == 1 and "cgroup" not in fake["decided_by"]["matched"], fake      # not protected
+    assert kills and kills[0][1] == "postgres", kills                 # the tenant's fake unit, the largest
+    selections = [json.loads(line) for line in entries.splitlines() if '"BPFOOM_VICTIM_PID"' in line]
+    assert selections, entries
+    victim = selections[-1]
+    assert int(victim["BPFOOM_VICTIM_PID"]) == kills[0][0], victim
+    assert int(victim["BPFOOM_VICTIM_UID"]) == uid, victim               # the identity the decision rested on
+
+
+def target_pid(host):
+    status = host.bpfoomctl("status")
+    return next((r["pid"] for r in status["host_inputs"] if "target" in r), None), status
+
+
+def wait_target(host, not_pid, timeout=30):
+    """Until the running agent has made the policy select a new PID (not not_pid); returns it."""
+    deadline = time.monotonic() + timeout
+    while True:
+        pid, status = target_pid(host)
+        if pid and pid != not_pid and not status["input_problems"]:
+            return pid
+        assert time.monotonic() < deadline, f"the agent never followed the target: {status['host_inputs']}"
+        time.sleep(1)
+
+
+def restart_twice(host, policy_cache, policy, start_target, target_main_pid):
+    """Two OOMs with a restart of the target between them and no rollout: both kill the target."""
+    host.run("dmesg -C")
+    hog(host, "big", "big", 50)
+    start_target()
+    wait_charged(host, f"/{SLICE}", 60)
+    apply(host, policy_cache, policy)
+    first = wait_target(host, None)
+    assert first == target_main_pid()
+    hog(host, "trigger1", "trigger", 40, extra="--property=RuntimeMaxSec=3")
+    kills = killed(host, 1)
+    assert kills == [(first, "target")], kills
+    second = wait_target(host, first)                  # restarted (after trigger1 ended) with a new PID, and followed
+    hog(host, "trigger2", "trigger", 40)
+    kills = killed(host, 2)
+    assert kills == [(first, "target"), (second, "target")], kills   # not big, the largest
+
+
+def test_select_pid_follows_a_unit_across_restarts(host, policy_cache):
+    def start():
+        hog(host, "target", "target", 10, extra="--property=Restart=always --property=RestartSec=6")
+
+    def main_pid():
+        return int(host.run("systemctl show -p MainPID --value target.service").stdout)
+    try:
+        restart_twice(host, policy_cache, {"name": "kill_target", "template": "select_pid",
+                                           "params": {"unit": "target.service"}}, start, main_pid)
+        stop_units(host, "target")
+        time.sleep(3)
+        status = host.bpfoomctl("status")
+        assert status["input_problems"] == ["target.service is not running: the policy selects nobody until it runs"]
+        metrics = host.run("cat /var/lib/prometheus/node-exporter/bpfoom.prom 2>/dev/null || true").stdout
+        assert not metrics or "bpfoom_host_input_ok" in metrics
+    finally:
+        stop_units(host, "big", "target", "trigger1", "trigger2")
+
+
+def test_select_pid_follows_a_pidfile_across_restarts(host, policy_cache):
+    pidfile = "/run/bpfoomtest-target.pid"
+
+    def start():
+        host.run(f"systemd-run --quiet --unit=pidtarget --slice={SLICE} sh -c "
+                 f"'while :; do {MEMHOG} target 10 & echo $! > {pidfile}; wait; sleep 6; done'")
+
+    def main_pid():
+        return int(host.run(f"cat {pidfile}").stdout)
+    try:
+        restart_twice(host, policy_cache, {"name": "kill_pidfile", "template": "select_pid",
+                                           "params": {"pidfile": pidfile}}, start, main_pid)
+    finally:
+        stop_units(host, "big", "pidtarget", "trigger1", "trigger2")
+
+
+def test_a_pid_with_another_start_time_is_never_selected(host, policy_cache):
+    """PID reuse, forced: the map names the live target's PID with another start time (what a recycled PID
+    looks like to the policy). The agent is stopped, so nothing corrects it; the kernel chooses as usual."""
+    pidfile = "/run/bpfoomtest-reused.pid"
+    host.run("systemctl stop bpfoom.service")
+    try:
+        host.run("dmesg -C")
+        hog(host, "big", "big", 50)
+        hog(host, "target", "target", 10)
+        wait_charged(host, f"/{SLICE}", 60)
+        host.run(f"systemctl show -p MainPID --value target.service > {pidfile}")
+        result = apply(host, policy_cache, {"name": "kill_reused", "template": "select_pid",
+                                            "params": {"pidfile": pidfile}})
+        pid = result["host_inputs"][0]["pid"]
+        key = " ".join(f"{b:02x}" for b in pid.to_bytes(4, "little"))
+        pins = f"/sys/fs/bpf/bpfoom/{result['policy_hash']}/input-bpfoom_target_pids"
+        host.run(f"bpftool map update pinned {pins} key hex {key} value hex 01 00 00 00 00 00 00 00")
+        hog(host, "trigger", "trigger", 40)
+        kills = killed(host, 1)
+        assert kills and kills[0][1] == "big", kills          # the kernel's choice, not the stale PID
+    finally:
+        stop_units(host, "big", "target", "trigger")
+        host.run("systemctl start bpfoom.service")
+
+
+README_POLICY = {"name": "web", "template": "prefer_avoid",
+                 "params": {"prefer": {"comm_prefix": ["report-"]}, "avoid": {"cgroup": ["sshd.service"]}}}
+
+
+def test_the_readme_policy_protects_sshd_on_debian_and_a_missing_unit_is_reported(host, policy_cache):
+    result = apply(host, policy_cache, README_POLICY)
+    assert "avoid_units: sshd.service is ssh.service" in result["notes"], result["notes"]
+    explained = host.bpfoomctl("explain --top=100")
+    sshd = [task for task in explained["candidates"] if task["cgroup"] == "/system.slice/ssh.service"]
+    assert sshd and all(task["rank"] == 0 for task in sshd), explained["candidates"]
+    assert sshd[0]["decided_by"] == {"matched": ["cgroup"], "uid": 0, "cgroup": "/system.slice/ssh.service",
+                                     "cgroup_owner": 0, "cgroup_vouched": True}
+    assert explained["would_kill"]["cgroup"] != "/system.slice/ssh.service"
+    missing = dict(README_POLICY, name="web_typo",
+                   params={"avoid": {"cgroup": ["ngnix.service"]}})
+    result = apply(host, policy_cache, missing)
+    problem = "ngnix.service: no such unit on this host, so the policy matches nothing by this name"
+    assert result["input_problems"] == [problem], result
+    assert host.bpfoomctl("status")["input_problems"] == [problem]
