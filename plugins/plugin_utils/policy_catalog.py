@@ -353,7 +353,7 @@ def _matcher_literals(matcher: dict) -> dict:
 
 def _unit_maps(host_inputs: list) -> list:
     """The frame's units maps: each map's name and the names it is filled from, as C literals."""
-    return [{"map": host_input["map"], "count": max(1, len(host_input["units"])),
+    return [{"map": host_input["map"], "named": len(host_input["units"]), "count": max(1, len(host_input["units"])),
              "names": c_array([c_string(unit["name"], 256) for unit in host_input["units"]], '""')}
             for host_input in host_inputs if "units" in host_input]
 

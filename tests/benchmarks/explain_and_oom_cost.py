@@ -1,21 +1,30 @@
 """Benchmark: explain's wall time beside status's, and the BPF run time a policy adds to a memcg OOM, enforced and
-in shadow mode, with 1,000 extra tasks.
+in shadow mode, with 1,000 extra tasks; optionally beside the same policies as an earlier commit builds them.
 
-    PATH=<venv>/bin:$PATH python3 tests/benchmarks/explain_and_oom_cost.py [--tasks 1000] [--runs 5]
+    PATH=<venv>/bin:$PATH python3 tests/benchmarks/explain_and_oom_cost.py [--tasks 1000] [--runs 5] [--baseline REF]
 
-Boots one patched lab host (1 vCPU, as the lab's hosts) and applies the policy
-prefer_b (prefer_avoid, prefers the comm hog_b). Then, side by side in one run:
-- `bpfoomctl explain` and `bpfoomctl status`, --runs times each, alternating,
-  with --tasks extra sleeping processes on the host (wall time, median);
-- --runs memcg OOMs with the policy enforced and --runs in shadow mode,
-  alternating, each with the --tasks processes inside the OOM's cgroup (so
-  every OOM scores them all): the kernel's own BPF statistics
-  (kernel.bpf_stats_enabled, run_time_ns of the mode's programs) before and
-  after each OOM give the time the policy's programs ran during it.
+Boots one patched lab host (1 vCPU, as the lab's hosts). Two policies:
+prefer_b (prefer_avoid, prefers the comm hog_b: no cgroup walk) and
+keep_ssh (also avoids sshd.service and uid 65534: a walk up every candidate's
+cgroups, with the owner checks that decide who may be protected). Then, side by
+side in one run:
+- `bpfoomctl explain` and `bpfoomctl status` of prefer_b, --runs times each,
+  alternating, with --tasks extra sleeping processes on the host (wall time, median);
+- --runs memcg OOMs per policy, enforced and in shadow mode, alternating, each
+  with the --tasks processes inside the OOM's cgroup (so every OOM scores them
+  all): the kernel's own BPF statistics (kernel.bpf_stats_enabled, run_time_ns
+  of the mode's programs) before and after each OOM give the time the policy's
+  programs ran during it. With --baseline REF, the same policies built and
+  applied by REF's own catalog and agent (git archive REF) run in turn with
+  this checkout's, alternating OOM by OOM.
+- Each OOM's first victim comes from the OOM cgroup's own memory.events and
+  the victims' exit status, not from the kernel log (which 1,000 tasks overflow
+  between two reads).
 """
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -29,8 +38,12 @@ from fleetlab import fleet  # noqa: E402
 from policytools import build_policy, install_agent, upload_policy  # noqa: E402
 
 PREFER_B = {"name": "prefer_b", "template": "prefer_avoid", "params": {"prefer": {"comm": ["hog_b"]}}}
+KEEP_SSH = {"name": "keep_ssh", "template": "prefer_avoid",
+            "params": {"prefer": {"comm": ["hog_b"]}, "avoid": {"cgroup": ["sshd.service"], "uid": [65534]}}}
+POLICIES = {"prefer_b": PREFER_B, "keep_ssh": KEEP_SSH}
+REPO = TESTS.parent
 
-# On the host. Arguments: TASKS RUNS. Prints the figures as JSON.
+# On the host. Arguments: TASKS RUNS VARIANT... (VARIANT: LABEL=AGENT:POLICY_DIR). Prints the figures as JSON.
 GUEST = r"""
 import json, os, re, signal, subprocess, sys, time
 tasks, runs = int(sys.argv[1]), int(sys.argv[2])
@@ -62,10 +75,6 @@ def stop(parent, cgroup=None):
         os.kill(parent, signal.SIGKILL)
     os.waitpid(parent, 0)
 
-def kills():
-    # The processes the kernel killed so far, in order (its own log).
-    log = subprocess.run(["dmesg"], capture_output=True, text=True).stdout
-    return re.findall(r"Killed process \d+ \((\S+)\)", log)
 
 def timed(command):
     started = time.monotonic()
@@ -99,18 +108,16 @@ def memcg_oom(mode):
     hog("hog_b", 10)
     names = ENFORCE if mode == "enforce" else SHADOW
     ns0, cnt0 = bpf_run_ns(names)
-    kills_before = len(kills())
     hogs.append(subprocess.Popen(["/root/memhog", "hog_c", "28"], stdout=subprocess.DEVNULL,    # the trigger
                                  preexec_fn=lambda: write(CG + "/cgroup.procs", str(os.getpid()))))
     deadline = time.monotonic() + 60
-    while all(h.poll() is None for h in hogs[:2]) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    deadline = time.monotonic() + 5
-    while len(kills()) == kills_before and time.monotonic() < deadline:    # the kill's line is printed last
-        time.sleep(0.1)
+    while all(h.poll() is None for h in hogs) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    # The first victim: the hog that ended first, by SIGKILL (an exit status cannot wrap as the kernel's log does).
+    victims = [name for h, name in zip(hogs, ["hog_a", "hog_b", "hog_c"]) if h.poll() == -9]
+    time.sleep(0.5)
     ns1, cnt1 = bpf_run_ns(names)
     ooms = int(dict(line.split() for line in open(CG + "/memory.events"))["oom_kill"])
-    victims = kills()[kills_before:]
     write(CG + "/cgroup.kill", "1")
     for proc in hogs:
         proc.wait()
@@ -119,10 +126,11 @@ def memcg_oom(mode):
         time.sleep(0.05)
     os.rmdir(CG)
     return {"ns": (ns1 - ns0) / max(ooms, 1), "runs": (cnt1 - cnt0) / max(ooms, 1), "ooms": ooms,
-            "victim": victims[0] if victims else None}
+            "victim": "+".join(victims) or None}
 
 write("/proc/sys/kernel/bpf_stats_enabled", "1")
-figures = {"explain_s": [], "status_s": [], "enforce": [], "shadow": []}
+variants = [arg.split("=", 1) for arg in sys.argv[3:]]
+figures = {"explain_s": [], "status_s": [], "ooms": {}}
 parent = sleepers(tasks)
 time.sleep(2)
 for _ in range(runs):
@@ -130,11 +138,31 @@ for _ in range(runs):
     figures["status_s"].append(timed(["bpfoomctl", "status"]))
 stop(parent)
 for _ in range(runs):
-    for mode in ("enforce", "shadow"):
-        subprocess.run(["bpfoomctl", "apply", "--mode=" + mode, "/root/policy"], check=True, stdout=subprocess.DEVNULL)
-        figures[mode].append(memcg_oom(mode))
+    for label, spec in variants:
+        agent, policy = spec.split(":")
+        for mode in ("enforce", "shadow"):
+            subprocess.run(["python3", agent, "detach"], check=True, stdout=subprocess.DEVNULL)
+            subprocess.run(["python3", agent, "apply", "--mode=" + mode, policy], check=True, stdout=subprocess.DEVNULL)
+            figures["ooms"].setdefault(f"{label} {mode}", []).append(memcg_oom(mode))
+            subprocess.run(["python3", agent, "detach"], check=True, stdout=subprocess.DEVNULL)
 print(json.dumps(figures))
 """
+
+
+def build_baseline(ref, work):
+    """REF's own catalog builds the policies and REF's agent applies them: {name: (agent file, policy entry)}."""
+    tree = work / "baseline"
+    tree.mkdir()
+    archive = subprocess.run(["git", "-C", str(REPO), "archive", ref], capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
+    script = ("import json, sys; sys.path.insert(0, sys.argv[1]); import checkout, policytools; "
+              "print(json.dumps({name: str(policytools.build_policy(policy, sys.argv[2])) "
+              "for name, policy in json.loads(sys.argv[3]).items()}))")
+    built = subprocess.run([sys.executable, "-c", script, str(tree / "tests"), str(work / "baseline-objects"),
+                            json.dumps(POLICIES)], capture_output=True, text=True, check=True,
+                           env={k: v for k, v in os.environ.items() if k != "ANSIBLE_COLLECTIONS_PATH"})
+    entries = json.loads(built.stdout)
+    return {name: (tree / "roles" / "agent" / "files" / "bpfoomctl.py", Path(entry)) for name, entry in entries.items()}
 
 
 def median(values):
@@ -146,27 +174,41 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--tasks", type=int, default=1000)
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--baseline", metavar="REF", help="also measure the policies as REF builds and applies them")
     args = parser.parse_args()
     with fleet.bench_host("bench=1:patched", memory_mib=1024) as (host, work):
         memhog = work / "memhog"
         subprocess.run(["gcc", "-O2", "-static", "-o", str(memhog), str(TESTS / "kernel" / "memhog.c")], check=True)
         install_agent(host)
-        upload_policy(host, build_policy(PREFER_B, work / "objects"), "/root/policy")
         fleet.copy_to(host, memhog, "/root/memhog")
+        variants = []
+        builds = {"now": {name: (Path("/usr/local/lib/bpfoom/bpfoomctl.py"), build_policy(policy, work / "objects"))
+                          for name, policy in POLICIES.items()}}
+        if args.baseline:
+            builds[args.baseline] = build_baseline(args.baseline, work)
+        for label, built in builds.items():
+            for name, (agent, entry) in built.items():
+                remote = f"/root/{label}-{name}"
+                upload_policy(host, entry, remote)
+                if not str(agent).startswith("/usr/local"):
+                    fleet.run_on(host, f"install -d -m 0755 /root/{label}-agent")
+                    fleet.copy_to(host, agent, f"/root/{label}-agent/bpfoomctl.py")
+                    agent = Path(f"/root/{label}-agent/bpfoomctl.py")
+                variants.append(f"{name}@{label}={agent}:{remote}")
         guest = work / "cost.py"
         guest.write_text(GUEST)
         fleet.copy_to(host, guest, "/root/cost.py")
-        fleet.run_on(host, "bpfoomctl apply /root/policy > /dev/null")
-        result = fleet.run_on(host, f"python3 /root/cost.py {args.tasks} {args.runs}", timeout=300 * args.runs)
+        fleet.run_on(host, "bpfoomctl apply /root/now-prefer_b > /dev/null")
+        result = fleet.run_on(host, f"python3 /root/cost.py {args.tasks} {args.runs} {' '.join(variants)}",
+                              timeout=600 * args.runs)
     figures = json.loads(result.stdout)
     explain, status = median(figures["explain_s"]), median(figures["status_s"])
     print(f"{args.tasks} extra tasks, {args.runs} runs each, medians:")
     print(f"  bpfoomctl explain {explain:.3f} s   bpfoomctl status {status:.3f} s   ratio {explain / status:.2f}")
-    for mode in ("enforce", "shadow"):
-        runs = figures[mode]
+    for label, runs in figures["ooms"].items():
         per_oom = median([run["ns"] for run in runs]) / 1000
         calls = median([run["runs"] for run in runs])
-        print(f"  memcg OOM, {mode:7}: the policy's programs ran {per_oom:8.1f} us in {calls:.0f} calls per OOM "
+        print(f"  memcg OOM, {label:24}: the policy's programs ran {per_oom:8.1f} us in {calls:.0f} calls per OOM "
               f"(first victims: {', '.join(str(run['victim']) for run in runs)}; "
               f"OOMs per scenario: {', '.join(str(run['ooms']) for run in runs)})")
     return 0

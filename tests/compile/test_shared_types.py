@@ -19,7 +19,7 @@ import bpfoomctl  # noqa: E402
 
 SHARED = {"bpfoom_identity": bpfoomctl.Identity, "bpfoom_counters": bpfoomctl.Counters,
           "bpfoom_event": bpfoomctl.Event, "bpfoom_shadow_record": bpfoomctl.ShadowRecord,
-          "bpfoom_candidate": bpfoomctl.Candidate}
+          "bpfoom_candidate": bpfoomctl.Candidate, "bpfoom_basis": bpfoomctl.Basis, "bpfoom_unit": bpfoomctl.Unit}
 
 
 def btf_layout(obj, struct):

@@ -44,8 +44,8 @@ def test_prefer_by_cgroup_kills_the_task_in_that_slice(agent_host, policy_cache)
 
 
 def test_avoiding_every_task_still_leaves_a_victim(agent_host, policy_cache):
-    apply(agent_host, policy_cache, {"name": "avoid_all", "template": "prefer_avoid",
-                                     "params": {"avoid": {"comm_prefix": ["hog_"]}}})
+    apply(agent_host, policy_cache, {"name": "avoid_all", "template": "prefer_avoid",        # the hogs run as root
+                                     "params": {"avoid": {"comm_prefix": ["hog_"], "uid": [0]}}})
     outcome = agent_host.oom(LIMIT_MIB, [("hog_a", 60), ("hog_b", 10), ("hog_c", 28)])
     assert outcome["victim"] == "hog_a", outcome               # ties among the avoided: the kernel's choice
     assert not outcome["no_victim"], outcome
@@ -54,6 +54,7 @@ def test_avoiding_every_task_still_leaves_a_victim(agent_host, policy_cache):
 def test_strict_avoid_really_never_kills(agent_host, policy_cache):
     """The documented cost of strict: avoiding everything leaves the memcg OOM without a victim."""
     apply(agent_host, policy_cache, {"name": "strict_all", "template": "prefer_avoid", "strict": True,
+                                     "protect_by_forgeable_comm": True,          # the frame's rule, not the trust's
                                      "params": {"avoid": {"comm_prefix": ["hog_"]}}})
     outcome = agent_host.oom(LIMIT_MIB, [("hog_a", 60), ("hog_b", 10), ("hog_c", 28)], timeout=8)
     assert outcome["killed"] == [] and outcome["no_victim"], outcome

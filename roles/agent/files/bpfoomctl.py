@@ -37,6 +37,7 @@ import errno
 import fcntl
 import json
 import os
+import stat
 import sys
 import time
 
@@ -521,19 +522,21 @@ def _good_list():
     return text.split() if text else []
 
 
-def _check_safe(path):
-    """Refuse a file or directory that others could have written (up to /)."""
+def _check_safe(path, what="load a policy others could have replaced"):
+    """Refuse a file or directory that others could have written (up to /; a symbolic link's own mode means
+    nothing, its target is checked as well)."""
     current = os.path.abspath(path)
     while True:
         info = os.lstat(current)
-        if info.st_mode & 0o002:
-            raise Failure(6, f"{current} is world-writable: refusing to load a policy others could have replaced "
-                             f"(fix with chmod o-w {current})")
+        if info.st_mode & 0o002 and not stat.S_ISLNK(info.st_mode):
+            raise Failure(6, f"{current} is world-writable: refusing to {what} (fix with chmod o-w {current})")
         if info.st_uid != 0 and current != "/":
-            raise Failure(6, f"{current} is not owned by root: refusing to load a policy others could have replaced")
+            raise Failure(6, f"{current} is not owned by root: refusing to {what}")
         if current == "/":
-            return
+            break
         current = os.path.dirname(current)
+    if os.path.realpath(path) != os.path.abspath(path):
+        _check_safe(os.path.realpath(path), what)
 
 
 def read_manifest(policy_dir):
@@ -637,13 +640,14 @@ def resolve_target(pid_of):
     else:
         path = pid_of["pidfile"]
         try:
-            _check_safe(path)           # a pidfile another user can write would let that user pick the victim
+            # A pidfile another user can write would let that user pick the victim.
+            _check_safe(path, "trust a PID others could have written (they would choose the victim)")
             with open(path) as handle:
                 pid = int(handle.read().split()[0])
         except FileNotFoundError:
             return None, None, f"{path} does not exist (the process is not running)"
         except Failure as failure:
-            return None, None, f"{path} is not trusted: {failure}"
+            return None, None, str(failure)
         except (OSError, ValueError, IndexError):
             return None, None, f"{path} holds no PID"
         if pid <= 1:

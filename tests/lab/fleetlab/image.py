@@ -20,8 +20,10 @@ from .common import (LAB_ROOT, LabError, cache_dir, cached_artifact_ok, content_
 SUITE = "bookworm"
 ROOTFS_FILES = LAB_ROOT / "image" / "rootfs"
 IMAGE_SIZE = "1536M"
+# libpam-systemd, as on every Debian host with systemd: logins get their session scope, and users their
+# systemd user manager (user@UID.service, a cgroup subtree the user owns: the tenant of issue 21's tests).
 PACKAGES = [
-    "systemd-sysv", "udev", "dbus", "openssh-server", "python3", "python3-apt",
+    "systemd-sysv", "udev", "dbus", "libpam-systemd", "openssh-server", "python3", "python3-apt",
     "libbpf1", "bpftool", "iproute2", "procps", "kmod", "sudo",
 ]
 # A normal user with passwordless sudo, as most fleets log in (the lab proves `become` through it).
