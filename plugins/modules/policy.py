@@ -204,8 +204,8 @@ notes:
 input_problems:
   description:
     - What the policy names that does not resolve on this host, as the kernel's maps hold it after the task (also a
-      warning of the task): a select_pid target that is not running (the policy selects nobody), a unit or slice name
-      no unit of this host has.
+      warning of the task). For example a select_pid target that is not running (the policy selects nobody), or a unit
+      or slice name that no unit of this host has.
   returned: always
   type: list
   elements: str

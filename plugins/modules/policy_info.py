@@ -132,8 +132,8 @@ rollback_target:
 input_problems:
   description:
     - What the running policy names that does not resolve on this host now, as its maps hold it (the agent keeps them
-      current): a select_pid target that is not running (the policy selects nobody), a unit or slice name no unit of
-      this host has. Empty when everything resolves.
+      current). For example a select_pid target that is not running (the policy selects nobody), or a unit or slice
+      name that no unit of this host has. Empty when everything resolves.
   returned: always
   type: list
   elements: str
