@@ -126,41 +126,94 @@ def test_a_tenant_process_named_after_an_avoided_command_is_not_protected(host, 
     assert "policy_name=pg_by_uid" in host.run("dmesg").stdout
 
 
-def test_a_tenant_cgroup_named_after_an_avoided_unit_is_not_protected(host, policy_cache):
-    apply(host, policy_cache, {"name": "keep_pg", "template": "prefer_avoid",
-                               "params": {"avoid": {"cgroup": ["postgresql.service"]}}})
-    uid = host.tenant_uid
+def test_in_a_global_oom_the_forger_dies_and_the_real_services_live(host, policy_cache):
+    """The tenant's hog takes nearly all the host's memory and calls itself postgres: the kernel's global OOM
+    kills it, not the real postgres (the service's user) nor the host's services."""
+    apply(host, policy_cache, {"name": "pg_global", "template": "prefer_avoid",
+                               "params": {"avoid": {"comm": ["postgres"], "uid": [host.service_uid]}}})
+    host.run("dmesg -C")
+    try:
+        host.run(f"systemd-run --quiet --unit=realpg --uid={SERVICE_USER} {MEMHOG} postgres 16")
+        wait_charged(host, "/system.slice/realpg.service", 16)
+        hog = host.run(f"total=$(awk '/MemTotal/ {{print int($2 / 1024)}}' /proc/meminfo); "
+                       f"timeout 300 runuser -u {TENANT} -- {MEMHOG} postgres $((total - 16)); echo exit=$?",
+                       check=False, timeout=400)
+        deadline = time.monotonic() + 60
+        while not fleet.ssh_ready(host.host):
+            assert time.monotonic() < deadline, "the host no longer answers SSH after the global OOM"
+            time.sleep(2)
+        kernel_log = host.run("dmesg").stdout
+        real_alive = host.run("systemctl is-active realpg.service", check=False).stdout.strip()
+    finally:
+        stop_units(host, "realpg")
+    assert "exit=137" in hog.stdout, hog                               # SIGKILL: the OOM killer's
+    assert "constraint=CONSTRAINT_NONE" in kernel_log, kernel_log        # a global OOM
+    assert "policy_name=pg_global" in kernel_log, kernel_log
+    kills = re.findall(r"Killed process \d+ \((\S+)\) .*UID:(\d+)", kernel_log)
+    assert kills == [("postgres", str(host.tenant_uid))], kernel_log      # the forger, and nothing else
+    assert real_alive == "active"
+
+
+def tenant_oom(host, policy, policy_cache, mode="enforce"):
+    """The tenant's memcg OOM (its user manager limited to 96 MiB) beside a real system unit postgresql.service:
+    the tenant runs its own postgresql.service (a cgroup it owns, named after the real one), a worker, a
+    trigger. Returns (explain before the trigger, the first kills, the bpfoom journal entries as JSON)."""
+    uid, remote = host.tenant_uid, host.upload_policy(build_policy(policy, policy_cache))
+    host.bpfoomctl(f"apply --mode={mode} {remote}")
     manager = f"user@{uid}.service"
     host.run(f"systemctl set-property --runtime {manager} MemoryMax=96M MemorySwapMax=0")
     host.run("dmesg -C; journalctl --rotate >/dev/null 2>&1; journalctl --vacuum-time=1s >/dev/null 2>&1; true")
     stop_user = (f"runuser -u {TENANT} -- env XDG_RUNTIME_DIR=/run/user/{uid} systemctl --user stop "
                  "postgresql worker trigger; true")
     try:
-        # The real system unit of that name, in its own slice: what the policy must still protect.
-        hog(host, "postgresql", "postgres", 8)
+        hog(host, "postgresql", "postgres", 8)                  # the real system unit, in the test slice
         user_hog(host, "postgresql", "postgres", 50)             # .../user@UID.service/app.slice/postgresql.service
         user_hog(host, "worker", "worker", 20)
         wait_charged(host, f"/user.slice/user-{uid}.slice/{manager}", 70)
         explained = host.bpfoomctl("explain --top=10000")
         user_hog(host, "trigger", "trigger", 28)
         kills = killed(host, 1)
-        host.bpfoomctl("events --once")
-        entries = host.run("journalctl -t bpfoom -o json --no-pager").stdout
+        time.sleep(3)                                            # the agent's events loop polls every 2 s
+        entries = [json.loads(line) for line in
+                   host.run("journalctl -t bpfoom -o json --no-pager").stdout.splitlines()]
     finally:
         host.run(stop_user, check=False)
         stop_units(host, "postgresql")
         host.run(f"systemctl set-property --runtime {manager} MemoryMax=infinity", check=False)
+    return explained, kills, entries
+
+
+def test_a_tenant_cgroup_named_after_an_avoided_unit_is_not_protected(host, policy_cache):
+    uid = host.tenant_uid
+    fake_cgroup = f"/user.slice/user-{uid}.slice/user@{uid}.service/app.slice/postgresql.service"
+    explained, kills, _entries = tenant_oom(host, {"name": "keep_pg", "template": "prefer_avoid",
+                                                   "params": {"avoid": {"cgroup": ["postgresql.service"]}}},
+                                            policy_cache)
     by_cgroup = {task["cgroup"]: task for task in explained["candidates"]}
-    real = by_cgroup[f"/{SLICE}/postgresql.service"]
-    fake = by_cgroup[f"/user.slice/user-{uid}.slice/{manager}/app.slice/postgresql.service"]
+    real, fake = by_cgroup[f"/{SLICE}/postgresql.service"], by_cgroup[fake_cgroup]
     assert real["rank"] == 0 and real["decided_by"]["matched"] == ["cgroup"], real        # protected, and why
     assert real["decided_by"]["cgroup_vouched"] and real["decided_by"]["cgroup_owner"] == 0, real
     assert fake["rank"] == 1 and "cgroup" not in fake["decided_by"]["matched"], fake      # not protected
     assert kills and kills[0][1] == "postgres", kills                 # the tenant's fake unit, the largest
-    selections = [json.loads(line) for line in entries.splitlines() if '"BPFOOM_VICTIM_PID"' in line]
-    victim = [entry for entry in selections if int(entry["BPFOOM_VICTIM_PID"]) == kills[0][0]]
-    assert victim, selections
-    assert int(victim[-1]["BPFOOM_VICTIM_UID"]) == uid, victim           # the identity the decision rested on
+
+
+def test_a_shadow_entry_names_the_identity_its_choice_rested_on(host, policy_cache):
+    """Preferring by a cgroup name may use any owner's cgroup: the shadow policy picks the tenant's unit, and its
+    journal entry says which cgroup decided, its owner, and that root does not vouch for it."""
+    uid = host.tenant_uid
+    fake_cgroup = f"/user.slice/user-{uid}.slice/user@{uid}.service/app.slice/postgresql.service"
+    _explained, kills, entries = tenant_oom(host, {"name": "prefer_pg", "template": "prefer_avoid",
+                                                   "params": {"prefer": {"cgroup": ["postgresql.service"]}}},
+                                            policy_cache, mode="shadow")
+    shadow = [entry for entry in entries if entry.get("BPFOOM_MODE") == "shadow"]
+    assert shadow, entries
+    entry = shadow[0]
+    assert entry["BPFOOM_POLICY_VICTIM_COMM"] == "postgres" and int(entry["BPFOOM_POLICY_VICTIM_UID"]) == uid, entry
+    assert entry["BPFOOM_POLICY_VICTIM_MATCHED"] == "cgroup", entry
+    assert entry["BPFOOM_POLICY_VICTIM_MATCHED_CGROUP"] == fake_cgroup, entry
+    assert int(entry["BPFOOM_POLICY_VICTIM_MATCHED_CGROUP_OWNER"]) == uid, entry
+    assert entry["BPFOOM_POLICY_VICTIM_MATCHED_CGROUP_VOUCHED"] == "0", entry
+    assert f"cgroup {fake_cgroup} (owner uid {uid}, not vouched for: may not protect)" in entry["MESSAGE"], entry
 
 
 def target_pid(host):
@@ -273,11 +326,20 @@ README_POLICY = {"name": "web", "template": "prefer_avoid",
 def test_the_readme_policy_protects_sshd_on_debian_and_a_missing_unit_is_reported(host, policy_cache):
     result = apply(host, policy_cache, README_POLICY)
     assert "avoid_units: sshd.service is ssh.service" in result["notes"], result["notes"]
-    explained = host.bpfoomctl("explain --top=10000")          # every candidate: sshd ranks last
-    sshd = [task for task in explained["candidates"] if task["cgroup"] == "/system.slice/ssh.service"]
-    assert sshd and all(task["rank"] == 0 for task in sshd), explained["candidates"]
-    assert sshd[0]["decided_by"] == {"matched": ["cgroup"], "uid": 0, "cgroup": "/system.slice/ssh.service",
-                                     "cgroup_owner": 0, "cgroup_vouched": True}
+    # sshd's listener sets its own oom_score_adj to -1000 (no OOM kills it); a process of its unit that does
+    # not (a helper sshd would start) is the policy's to protect.
+    helper = host.run("sleep 600 >/dev/null 2>&1 & echo $!").stdout.strip()
+    try:
+        host.run(f"echo {helper} > /sys/fs/cgroup/system.slice/ssh.service/cgroup.procs")
+        explained = host.bpfoomctl("explain --top=10000")      # every candidate: the protected rank last
+    finally:
+        host.run(f"kill {helper}", check=False)
+    ssh_unit = {"matched": ["cgroup"], "uid": 0, "cgroup": "/system.slice/ssh.service", "cgroup_owner": 0,
+                "cgroup_vouched": True}
+    listener = [task for task in explained["kernel_exempt"] if task["comm"] == "sshd"]
+    assert listener and listener[0]["rank"] == 0 and listener[0]["decided_by"] == ssh_unit, explained["kernel_exempt"]
+    helped = [task for task in explained["candidates"] if task["pid"] == int(helper)]
+    assert helped and helped[0]["rank"] == 0 and helped[0]["decided_by"] == ssh_unit, explained["candidates"]
     assert explained["would_kill"]["cgroup"] != "/system.slice/ssh.service"
     missing = dict(README_POLICY, name="web_typo",
                    params={"avoid": {"cgroup": ["ngnix.service"]}})

@@ -1089,6 +1089,20 @@ def run_explain(policy_dir, manifest):
     return [Candidate.from_buffer_copy(data, offset) for offset in range(0, len(data) - size + 1, size)]
 
 
+def _in_domain(cgroup, memcg):
+    """Whether a task of cgroup is a candidate of an OOM of memcg (None: a global OOM)."""
+    return not memcg or cgroup == memcg or cgroup.startswith(memcg.rstrip("/") + "/")
+
+
+def exempt_candidates(candidates, memcg, paths):
+    """The tasks no OOM kills whatever the policy says (oom_score_adj -1000, as sshd's listener sets itself), with
+    the policy's rank and what it rested on: explain shows them apart, so that "is sshd protected?" has an answer."""
+    return [{"pid": c.pid, "comm": _text(c.comm), "cgroup": paths.get(c.cgroup_id, str(c.cgroup_id)),
+             "rank": "never" if c.rank == BPFOOM_RANK_NEVER else c.rank, "oom_score_adj": -1000,
+             "decided_by": basis_view(c.basis, paths)}
+            for c in candidates if c.oom_score_adj == -1000 and _in_domain(paths.get(c.cgroup_id, ""), memcg)]
+
+
 def rank_candidates(candidates, tie_breaker, memcg=None, paths=None):
     """The tasks an OOM would weigh, each with the policy's rank and the kernel's oom_score, in the policy's
     order (its victim first), and the kernel's own victim. memcg: a cgroup path, for an OOM of that cgroup;
@@ -1100,7 +1114,7 @@ def rank_candidates(candidates, tie_breaker, memcg=None, paths=None):
         if candidate.pid == os.getpid():
             continue                        # explain itself: gone before any OOM
         cgroup = paths.get(candidate.cgroup_id, str(candidate.cgroup_id))
-        if memcg and not (cgroup == memcg or cgroup.startswith(memcg.rstrip("/") + "/")):
+        if not _in_domain(cgroup, memcg):
             continue
         oom_score = _oom_score(candidate.pid)
         if oom_score is None or candidate.oom_score_adj == -1000:
@@ -1141,7 +1155,8 @@ def explain(policy_dir=None, memcg=None, top=EXPLAIN_TOP):
             "tie_breaker": manifest.get("tie_breaker", "kernel"),
             "oom": f"memcg {memcg}" if memcg else "global", "tasks": len(ranked), "would_kill": victim,
             "kernel_would_kill": kernel, "agrees": bool(victim and kernel and victim["pid"] == kernel["pid"]),
-            "candidates": ranked[:top], "seconds": round(time.monotonic() - started, 3)}
+            "candidates": ranked[:top], "kernel_exempt": exempt_candidates(candidates, memcg, paths)[:top],
+            "seconds": round(time.monotonic() - started, 3)}
 
 
 # --- guarding the pins ------------------------------------------------------
@@ -1443,16 +1458,17 @@ def events(once=False, metrics_file=None):
         desired = _read(DESIRED_FILE)
         if btf and desired and os.path.isdir(os.path.join(PIN_ROOT, desired)) and \
                 (desired != inputs_key or inputs_due(desired, inputs_full)):
+            problems = {report["map"]: report["problem"] for report in inputs} if desired == inputs_key else None
             try:
                 with Lock():            # not while an apply swaps the policy
                     inputs = refresh_host_inputs(desired)
             except Failure as failure:
                 print(f"bpfoomctl: cannot refresh the policy's host inputs: {failure}", file=sys.stderr)
             else:
-                if desired == inputs_key:
+                if problems is not None:    # the same policy: each change of what it resolves to is an entry
                     policy = identity_of(pinned_view(desired))
                     for report in inputs:
-                        if report["changed"]:
+                        if report["changed"] or problems.get(report["map"]) != report["problem"]:
                             journal_send(*inputs_entry(report, policy))
                 inputs_key, inputs_full = desired, time.monotonic()
         if metrics_file and time.monotonic() >= metrics_due:
