@@ -163,8 +163,9 @@ def tenant_oom(host, policy, policy_cache, mode="enforce"):
     manager = f"user@{uid}.service"
     host.run(f"systemctl set-property --runtime {manager} MemoryMax=96M MemorySwapMax=0")
     host.run("dmesg -C; journalctl --rotate >/dev/null 2>&1; journalctl --vacuum-time=1s >/dev/null 2>&1; true")
-    stop_user = (f"runuser -u {TENANT} -- env XDG_RUNTIME_DIR=/run/user/{uid} systemctl --user stop "
-                 "postgresql worker trigger; true")
+    user_systemctl = f"runuser -u {TENANT} -- env XDG_RUNTIME_DIR=/run/user/{uid} systemctl --user"
+    stop_user = (f"{user_systemctl} stop postgresql worker trigger; "
+                 f"{user_systemctl} reset-failed postgresql worker trigger 2>/dev/null; true")
     try:
         hog(host, "postgresql", "postgres", 8)                  # the real system unit, in the test slice
         user_hog(host, "postgresql", "postgres", 50)             # .../user@UID.service/app.slice/postgresql.service
