@@ -348,3 +348,43 @@ def test_the_readme_policy_protects_sshd_on_debian_and_a_missing_unit_is_reporte
     problem = "ngnix.service: no such unit on this host, so the policy matches nothing by this name"
     assert result["input_problems"] == [problem], result
     assert host.bpfoomctl("status")["input_problems"] == [problem]
+
+
+def test_playbooks_report_a_missing_unit_and_refuse_bad_settings_before_touching_a_host(host, policy_cache,
+                                                                                        tmp_path):
+    """Through the playbooks, as an operator runs them: the rollout's task warns that the policy names a unit
+    the host lacks, and verify says it again; wrong settings stop the run before any host is touched."""
+    from fleetlab import image
+    from policytools import run_playbook
+    typo = {"name": "web_typo", "template": "prefer_avoid", "params": {"avoid": {"cgroup": ["ngnix.service"]}}}
+    inventory = fleet.inventory_directory(tmp_path / "inventory", {
+        "all": {"agent_manage_packages": False, "bpfoom_object_cache": str(policy_cache),
+                "ansible_user": image.SUDO_USER, "bpfoom_canary_smoke": False},
+        "hook": {"bpfoom_group": "hook", "bpfoom_policy": typo}})
+
+    def playbook(name, **extra_vars):
+        process, _results = run_playbook(f"bpfoom.fleet.{name}", inventory, "-e",
+                                         json.dumps(dict(bpfoom_hosts="hook1", **extra_vars)),
+                                         results_dir=tmp_path, timeout=900)
+        return process
+    problem = "ngnix.service: no such unit on this host, so the policy matches nothing by this name"
+    rolled = playbook("rollout")
+    assert rolled.returncode == 0, rolled.stdout[-3000:]
+    assert f"policy web_typo: {problem}" in rolled.stdout, rolled.stdout[-3000:]            # the task's warning
+    verified = playbook("verify")
+    assert verified.returncode == 0, verified.stdout[-3000:]
+    assert f"[WARNING] hook1: policy web_typo: {problem}" in verified.stdout, verified.stdout[-3000:]
+    strict = playbook("verify", bpfoom_fail_on_input_problems=True)
+    assert strict.returncode != 0 and f"hook1: policy web_typo: {problem}" in strict.stdout, strict.stdout[-3000:]
+    before = host.bpfoomctl("status")["attached_policy"]
+    for name, settings, refusal in (
+            ("rollout", {"bpfoom_batches": "0"}, "bpfoom_batches[0] is '0': each batch is a number of hosts from 1"),
+            ("rollout", {"bpfoom_wave_percent": -5}, "bpfoom_wave_percent is -5: give a whole number of percent"),
+            ("rollback", {"bpfoom_rollback_from": "not-a-hash"}, "bpfoom_rollback_from is 'not-a-hash': give a "
+                                                                 "policy hash as bpfoom.fleet.policy_info")):
+        refused = playbook(name, **settings)
+        assert refused.returncode != 0 and refusal in refused.stdout, refused.stdout[-3000:]
+    assert host.bpfoomctl("status")["attached_policy"] == before              # no host was touched
+    nobody = playbook("rollback", bpfoom_rollback_from="0" * 64)
+    assert nobody.returncode == 0 and f"No host of this run runs policy {'0' * 64}" in nobody.stdout, \
+        nobody.stdout[-3000:]
