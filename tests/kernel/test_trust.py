@@ -370,7 +370,9 @@ def test_playbooks_report_a_missing_unit_and_refuse_bad_settings_before_touching
     problem = "ngnix.service: no such unit on this host, so the policy matches nothing by this name"
     rolled = playbook("rollout")
     assert rolled.returncode == 0, rolled.stdout[-3000:]
-    assert f"policy web_typo: {problem}" in rolled.stdout, rolled.stdout[-3000:]            # the task's warning
+    warnings = " ".join(rolled.stderr.split())                   # Ansible wraps a warning's lines
+    assert f"[WARNING]: policy web_typo: {problem}" in warnings, rolled.stderr[-3000:]       # the task's warning
+    assert f"WARNING: {problem}" in rolled.stdout, rolled.stdout[-3000:]                     # and the report's
     verified = playbook("verify")
     assert verified.returncode == 0, verified.stdout[-3000:]
     assert f"[WARNING] hook1: policy web_typo: {problem}" in verified.stdout, verified.stdout[-3000:]

@@ -673,9 +673,10 @@ def wanted_entries(host_input):
     missing = [name for name in names if resolved[name] is None]
     entries = {bytes(ctypes.c_uint64(cgroup_name_hash(resolved[unit["name"]] or unit["name"]))):
                bytes(Unit(value=unit["value"])) for unit in host_input["units"]}
+    these = "these names" if len(missing) > 1 else "this name"
     report = {"map": host_input["map"], "units": {name: resolved[name] for name in names},
-              "problem": missing and f"{', '.join(missing)}: no such unit on this host, so the policy matches "
-                                     "nothing by {}".format("these names" if len(missing) > 1 else "this name")}
+              "problem": f"{', '.join(missing)}: no such unit on this host, so the policy matches nothing by {these}"
+              if missing else None}
     return entries, report
 
 
