@@ -50,9 +50,9 @@ def host(_patched, lab, agent_lab):
     _patched.tenant_uid = uid
     _patched.service_uid = int(_patched.run(f"id -u {SERVICE_USER}").stdout)
     yield _patched
-    _patched.bpfoomctl("detach")
-    _patched.run(f"systemctl stop {SLICE}; loginctl disable-linger {TENANT}; systemctl stop bpfoom.service",
-                 check=False)
+    _patched.run(f"systemctl stop {SLICE}; rm -f /run/systemd/system/{SLICE}; loginctl disable-linger {TENANT}; "
+                 "systemctl disable --now bpfoom.service; systemctl daemon-reload", check=False)
+    _patched.bpfoomctl("detach")                # and forget the desired policy: hook1 as the other tests expect it
 
 
 def apply(host, cache, policy):
