@@ -8,8 +8,9 @@ prefer_b (prefer_avoid, prefers the comm hog_b: no cgroup walk) and
 keep_ssh (also avoids sshd.service and uid 65534: a walk up every candidate's
 cgroups, with the owner checks that decide who may be protected). Then, side by
 side in one run:
-- `bpfoomctl explain` and `bpfoomctl status` of prefer_b, --runs times each,
-  alternating, with --tasks extra sleeping processes on the host (wall time, median);
+- `bpfoomctl status` (prefer_b attached) and `bpfoomctl explain DIR` of each
+  policy (by its own agent, with --baseline), --runs times each, alternating,
+  with --tasks extra sleeping processes on the host (wall time, median);
 - --runs memcg OOMs per policy, enforced and in shadow mode, alternating, each
   with the --tasks processes inside the OOM's cgroup (so every OOM scores them
   all): the kernel's own BPF statistics (kernel.bpf_stats_enabled, run_time_ns
@@ -130,12 +131,14 @@ def memcg_oom(mode):
 
 write("/proc/sys/kernel/bpf_stats_enabled", "1")
 variants = [arg.split("=", 1) for arg in sys.argv[3:]]
-figures = {"explain_s": [], "status_s": [], "ooms": {}}
+figures = {"explain_s": {}, "status_s": [], "ooms": {}}
 parent = sleepers(tasks)
 time.sleep(2)
 for _ in range(runs):
-    figures["explain_s"].append(timed(["bpfoomctl", "explain"]))
     figures["status_s"].append(timed(["bpfoomctl", "status"]))
+    for label, spec in variants:        # a preview of each variant's policy by its own agent: nothing attached
+        agent, policy = spec.split(":")
+        figures["explain_s"].setdefault(label, []).append(timed(["python3", agent, "explain", policy]))
 stop(parent)
 for _ in range(runs):
     for label, spec in variants:
@@ -202,9 +205,11 @@ def main() -> int:
         result = fleet.run_on(host, f"python3 /root/cost.py {args.tasks} {args.runs} {' '.join(variants)}",
                               timeout=600 * args.runs)
     figures = json.loads(result.stdout)
-    explain, status = median(figures["explain_s"]), median(figures["status_s"])
+    status = median(figures["status_s"])
     print(f"{args.tasks} extra tasks, {args.runs} runs each, medians:")
-    print(f"  bpfoomctl explain {explain:.3f} s   bpfoomctl status {status:.3f} s   ratio {explain / status:.2f}")
+    print(f"  bpfoomctl status {status:.3f} s")
+    for label, runs in figures["explain_s"].items():
+        print(f"  bpfoomctl explain, {label:16}: {median(runs):.3f} s   ratio to status {median(runs) / status:.2f}")
     for label, runs in figures["ooms"].items():
         per_oom = median([run["ns"] for run in runs]) / 1000
         calls = median([run["runs"] for run in runs])
