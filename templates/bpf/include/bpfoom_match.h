@@ -109,64 +109,66 @@ struct bpfoom_units_found {
 };
 
 /*
- * Walk up from the task's cgroup: names are matched on its cgroup and up to
- * 7 ancestors, owners are checked up to BPFOOM_CGROUP_TRUST_DEPTH levels
- * (deeper than that, nothing is vouched for).
+ * One walk up from the task's cgroup: names are matched on its cgroup and up
+ * to 7 ancestors, owners checked up to BPFOOM_CGROUP_TRUST_DEPTH levels
+ * (deeper than that, nothing is vouched for). A named cgroup is vouched for
+ * when no cgroup from it up to the root is a user's, so the matches of the
+ * walk so far stay "pending" until a user's cgroup turns them all unvouched;
+ * what is pending at the root is vouched. One pass and no arrays: the
+ * verifier walks it once per level, not once per combination of levels.
  */
+/* The pending matches vouch for nothing: the highest joins the unvouched ones. */
+static __always_inline void units_unvouch(struct bpfoom_units_found *found, struct bpfoom_units_found *pending)
+{
+	if (!found->unvouched || pending->unvouched_value > found->unvouched_value) {
+		found->unvouched = true;
+		found->unvouched_value = pending->unvouched_value;
+		found->unvouched_id = pending->unvouched_id;
+		found->unvouched_owner = pending->unvouched_owner;
+	}
+	pending->vouched = pending->unvouched = false;
+}
+
 static __always_inline void task_units(struct task_struct *task, void *units, struct bpfoom_units_found *found)
 {
 	struct kernfs_node *kn = task->cgroups->dfl_cgrp->kn;
-	struct bpfoom_unit hit[BPFOOM_CGROUP_DEPTH];
-	__u64 id[BPFOOM_CGROUP_DEPTH];
-	__u32 owner[BPFOOM_CGROUP_DEPTH];
-	bool named[BPFOOM_CGROUP_DEPTH];
-	int untrusted = -1, depth;      /* the farthest level from the task not owned by root */
+	struct bpfoom_units_found pending = {};         /* .vouched: the nearest; .unvouched: the highest */
 
 	__builtin_memset(found, 0, sizeof(*found));
-	for (depth = 0; depth < BPFOOM_CGROUP_DEPTH; depth++) {
-		named[depth] = false;
-		id[depth] = 0;
-		owner[depth] = 0;
-		hit[depth].value = 0;
-		if (!kn)
-			continue;
-		__u64 hash = kernfs_name_hash(kn);
-		struct bpfoom_unit *unit = bpf_map_lookup_elem(units, &hash);
+	for (int depth = 0; depth < BPFOOM_CGROUP_TRUST_DEPTH && kn; depth++) {
+		__u32 owner = kernfs_owner(kn);
 
-		if (unit) {
-			named[depth] = true;
-			hit[depth] = *unit;
-			id[depth] = kn->id;
-		}
-		owner[depth] = kernfs_owner(kn);
-		if (owner[depth])
-			untrusted = depth;
-		kn = kn->parent;
-	}
-	for (depth = BPFOOM_CGROUP_DEPTH; depth < BPFOOM_CGROUP_TRUST_DEPTH && kn; depth++) {
-		if (kernfs_owner(kn))
-			untrusted = depth;
-		kn = kn->parent;
-	}
-	if (kn)
-		untrusted = BPFOOM_CGROUP_TRUST_DEPTH;
-	for (depth = 0; depth < BPFOOM_CGROUP_DEPTH; depth++) {
-		if (!named[depth])
-			continue;
-		if (depth > untrusted) {
-			if (!found->vouched) {
-				found->vouched = true;
-				found->vouched_value = hit[depth].value;
-				found->vouched_id = id[depth];
-				found->vouched_owner = owner[depth];
+		if (depth < BPFOOM_CGROUP_DEPTH) {
+			__u64 hash = kernfs_name_hash(kn);
+			struct bpfoom_unit *unit = bpf_map_lookup_elem(units, &hash);
+
+			if (unit) {
+				__s32 value = unit->value;
+
+				if (!pending.vouched) {
+					pending.vouched = true;
+					pending.vouched_value = value;
+					pending.vouched_id = kn->id;
+					pending.vouched_owner = owner;
+				}
+				if (!pending.unvouched || value > pending.unvouched_value) {
+					pending.unvouched = true;
+					pending.unvouched_value = value;
+					pending.unvouched_id = kn->id;
+					pending.unvouched_owner = owner;
+				}
 			}
-		} else if (!found->unvouched || hit[depth].value > found->unvouched_value) {
-			found->unvouched = true;
-			found->unvouched_value = hit[depth].value;
-			found->unvouched_id = id[depth];
-			found->unvouched_owner = owner[depth];
 		}
+		if (owner && pending.unvouched)         /* a user's cgroup: what is below it vouches for nothing */
+			units_unvouch(found, &pending);
+		kn = kn->parent;
 	}
+	if (kn && pending.unvouched)                    /* deeper than checked: vouched for by nobody */
+		units_unvouch(found, &pending);
+	found->vouched = pending.vouched;
+	found->vouched_value = pending.vouched_value;
+	found->vouched_id = pending.vouched_id;
+	found->vouched_owner = pending.vouched_owner;
 }
 
 static __always_inline void basis_cgroup(struct bpfoom_basis *basis, __u64 id, __u32 owner, bool vouched)
