@@ -51,8 +51,8 @@ def test_unit_names_are_part_of_the_source_so_of_the_hash():
     source, first_hash = catalog.render(spec)
     assert catalog.c_string("postgresql.service", 256) in source
     assert "BPFOOM_UNIT_MAP(avoid_units);" in source and "BPFOOM_UNIT_MAP(prefer_units);" in source
-    other = {**EXAMPLES["prefer_avoid"], "params": {**EXAMPLES["prefer_avoid"]["params"],
-                                                     "avoid": {"cgroup": ["ssh.service"], "uid": [0]}}}
+    params = dict(EXAMPLES["prefer_avoid"]["params"], avoid={"cgroup": ["ssh.service"], "uid": [0]})
+    other = dict(EXAMPLES["prefer_avoid"], params=params)
     assert render(other)[1] != first_hash
 
 
