@@ -87,7 +87,9 @@ def test_shadow_mode_records_both_choices_and_decides_nothing(lab, agent_lab, ho
     assert int(entry["BPFOOM_KERNEL_VICTIM_PID"]) == killed_pid(outcome, "hog_a")
     assert entry["BPFOOM_POLICY_VICTIM_COMM"] == "hog_b"
     assert entry["MESSAGE"] == (f"bpfoom policy prefer_b (shadow) would have killed hog_b[{entry['BPFOOM_POLICY_VICTIM_PID']}]; "
-                                f"the kernel killed hog_a[{entry['BPFOOM_KERNEL_VICTIM_PID']}]")
+                                f"the kernel killed hog_a[{entry['BPFOOM_KERNEL_VICTIM_PID']}]; "
+                                "the policy's rank rested on comm (chosen by the process); uid 0")
+    assert entry["BPFOOM_POLICY_VICTIM_MATCHED"] == "comm" and entry["BPFOOM_POLICY_VICTIM_UID"] == "0"
     # The metrics parse, and say what status says.
     status = bpfoomctl(host, "status")
     counters = next(p for p in status["policies"] if p["attached"])
