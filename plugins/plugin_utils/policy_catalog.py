@@ -168,6 +168,9 @@ class Template:
     def host_inputs(self, params: dict) -> list:
         return []
 
+    def check_protection(self, params: dict, forgeable_comm: bool) -> None:
+        """Refuse a protection that rests on an identity a process chooses for itself (see MATCHERS)."""
+
 
 class SelectPid(Template):
     """The seed document's example: one process, named by its unit or its pidfile, dies first."""
@@ -324,8 +327,7 @@ def validate(policy: dict) -> dict:
     _require(not forgeable_comm or template.allows_forgeable_comm, FORGEABLE_FLAG,
              "only prefer_avoid protects by command name")
     params = template.params(policy.get("params") or {})
-    if template.allows_forgeable_comm:
-        template.check_protection(params, forgeable_comm)
+    template.check_protection(params, forgeable_comm)
     spec = {
         "name": name,
         "template": template.name,

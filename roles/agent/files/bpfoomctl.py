@@ -432,7 +432,7 @@ def desired_problem():
     if not desired:
         return None
     try:
-        read_manifest(policy_dir_of(split_key(desired)[0]))
+        stored_manifest(desired)
     except Failure as failure:
         return str(failure)
     return None
@@ -480,7 +480,7 @@ def status():
     # What the running policy's names and targets resolve to here: a policy that selects nobody, or names a
     # unit this host does not have, is a state to see, not a note at apply time.
     inputs = held_inputs(desired) if desired and managed["attached_policy"] else []
-    report.update(host_inputs=inputs, input_problems=[r["problem"] for r in inputs if r["problem"]])
+    report.update(host_inputs=inputs, input_problems=input_problems(inputs))
     return report
 
 
@@ -580,6 +580,7 @@ def preflight(mode):
 #       (an alias to its unit: sshd.service is ssh.service on Debian), value: struct bpfoom_unit.
 
 REFRESH_EVERY_S = 30                # units and unit targets are asked of systemd again this often
+NO_UNIT_STATES = ("not-found", "bad-setting", "error")     # a LoadState that means: no such unit here
 
 
 def cgroup_name_hash(name):
@@ -612,8 +613,8 @@ def resolve_units(names):
     shown = _systemctl_show(names, ("Id", "LoadState"))
     if shown is None:
         return {name: name for name in names}
-    return {name: (unit.get("Id") or name) if unit.get("LoadState") not in ("not-found", "bad-setting", "error")
-            else None for name, unit in zip(names, shown)}
+    return {name: (unit.get("Id") or name) if unit.get("LoadState") not in NO_UNIT_STATES else None
+            for name, unit in zip(names, shown)}
 
 
 def start_ticks(pid):
@@ -632,7 +633,7 @@ def resolve_target(pid_of):
         shown = _systemctl_show([pid_of["unit"]], ("MainPID", "LoadState"))
         if shown is None:
             return None, None, f"{pid_of['unit']}: systemd did not answer"
-        if shown[0].get("LoadState") == "not-found":
+        if shown[0].get("LoadState") in NO_UNIT_STATES:
             return None, None, f"{pid_of['unit']} is no unit on this host"
         pid = int(shown[0].get("MainPID") or 0)
         if not pid:
@@ -734,22 +735,39 @@ def input_notes(reports):
     return notes
 
 
+def input_problems(reports):
+    return [report["problem"] for report in reports if report["problem"]]
+
+
+def input_name(report):
+    """What a host input names: its target, or its units."""
+    return report.get("target") or ", ".join(report["units"])
+
+
 def input_pin(pin_dir, map_name):
     return os.path.join(pin_dir, "input-" + map_name)
 
 
-def refresh_host_inputs(key):
-    """The running policy's host inputs made current, through their pins (the events loop); the reports."""
-    manifest = read_manifest(policy_dir_of(split_key(key)[0]))
-    fds = {}
+def pinned_input_fd(key, map_name):
+    """An fd of the pinned map of a host input of the policy pinned under key, or -1."""
+    return libbpf().bpf_obj_get(input_pin(os.path.join(PIN_ROOT, key), map_name).encode())
+
+
+def stored_manifest(key):
+    return read_manifest(policy_dir_of(split_key(key)[0]))
+
+
+def refresh_host_inputs(key, manifest):
+    """The pinned policy's host inputs made current, through their pins; the reports."""
+    fds = []
 
     def map_fd_of(name):
-        fds[name] = libbpf().bpf_obj_get(input_pin(os.path.join(PIN_ROOT, key), name).encode())
-        return fds[name]
+        fds.append(pinned_input_fd(key, name))
+        return fds[-1]
     try:
         return fill_host_inputs(map_fd_of, manifest)
     finally:
-        for fd in fds.values():
+        for fd in fds:
             if fd >= 0:
                 os.close(fd)
 
@@ -757,13 +775,13 @@ def refresh_host_inputs(key):
 def held_inputs(key):
     """What the running policy's host input maps hold now and what they should (status; changes nothing)."""
     try:
-        manifest = read_manifest(policy_dir_of(split_key(key)[0]))
+        manifest = stored_manifest(key)
     except Failure:
         return []
     reports = []
     for host_input in manifest.get("host_inputs", []):
         wanted, report = wanted_entries(host_input)
-        fd = libbpf().bpf_obj_get(input_pin(os.path.join(PIN_ROOT, key), host_input["map"]).encode())
+        fd = pinned_input_fd(key, host_input["map"])
         if fd < 0:
             report["current"] = None
         else:
@@ -943,11 +961,11 @@ def apply(policy_dir, mode="enforce"):
             others = [other for other in pinned_policies() if other != key]
             for other in others:           # leftovers of an interrupted swap
                 unpin(os.path.join(PIN_ROOT, other))
-            inputs = refresh_host_inputs(key)
+            inputs = refresh_host_inputs(key, manifest)
             return {"changed": bool(others) or any(report["changed"] for report in inputs),
                     "policy_name": manifest["name"], "policy_hash": policy_hash, "mode": mode, "previous": attached,
                     "notes": ["already attached"] + input_notes(inputs), "host_inputs": inputs,
-                    "input_problems": [r["problem"] for r in inputs if r["problem"]], "status": managed_status()}
+                    "input_problems": input_problems(inputs), "status": managed_status()}
         os.makedirs(PIN_ROOT, mode=0o700, exist_ok=True)
         pin_dir = os.path.join(PIN_ROOT, key)
         unpin(pin_dir)                     # a half-pinned leftover of this same policy
@@ -975,7 +993,7 @@ def apply(policy_dir, mode="enforce"):
             unpin(os.path.join(PIN_ROOT, other))
         return {"changed": True, "policy_name": manifest["name"], "policy_hash": policy_hash, "mode": mode,
                 "previous": attached, "notes": input_notes(inputs), "host_inputs": inputs,
-                "input_problems": [r["problem"] for r in inputs if r["problem"]], "status": managed_status()}
+                "input_problems": input_problems(inputs), "status": managed_status()}
 
 
 def detach(forget_desired=True):
@@ -1268,7 +1286,7 @@ def metrics_text(view, hook, events_logged, now, inputs=()):
         lines += ["# HELP bpfoom_host_input_ok 1 when what the policy names resolves on this host: its target runs "
                   "(select_pid), every unit or slice it names exists; 0: it selects nobody, or matches nothing by "
                   "a name.", "# TYPE bpfoom_host_input_ok gauge"]
-        lines += [f'bpfoom_host_input_ok{{map="{_label(r["map"])}",input="{_label(r.get("target") or ",".join(r["units"]))}"}} '
+        lines += [f'bpfoom_host_input_ok{{map="{_label(r["map"])}",input="{_label(input_name(r))}"}} '
                   f'{0 if r["problem"] else 1}' for r in inputs]
     return "\n".join(lines) + "\n"
 
@@ -1395,7 +1413,7 @@ def shadow_entry(record, policy):
 
 def inputs_entry(report, policy):
     """The journal entry of a host input that changed (a target restarted, stopped; a unit came or went)."""
-    what = report.get("target") or ", ".join(report["units"])
+    what = input_name(report)
     now = report["problem"] or (f"now PID {report['pid']}" if "target" in report else
                                 "resolved to " + ", ".join(f"{n} -> {u}" for n, u in report["units"].items()))
     return "inputs", {"MESSAGE": f"bpfoom policy {policy['policy_name']}: {what}: {now}",
@@ -1405,29 +1423,56 @@ def inputs_entry(report, policy):
                       "BPFOOM_INPUT_PID": report.get("pid") or 0, "BPFOOM_INPUT_PROBLEM": report["problem"] or ""}
 
 
-def inputs_due(key, last_full):
-    """Whether the running policy's host inputs need resolving now: every REFRESH_EVERY_S, and at once when a
-    target it selects has gone (a restart: its new PID must be selected before the next OOM) or is a pidfile's."""
-    if time.monotonic() - last_full >= REFRESH_EVERY_S:
-        return True
-    try:
-        manifest = read_manifest(policy_dir_of(split_key(key)[0]))
-    except Failure:
+class HostInputs:
+    """The events loop's hold on the running policy's host inputs: resolved again when due, every change a
+    journal entry. The manifest is read once per policy (a stored policy never changes under its hash)."""
+
+    def __init__(self):
+        self.key, self.manifest, self.reports, self.resolved_at = None, None, [], 0.0
+
+    def of(self, key):
+        """The reports of the policy pinned under key, if they are that policy's."""
+        return self.reports if key == self.key else ()
+
+    def due(self):
+        """Every REFRESH_EVERY_S; at once when a target the policy selects has gone (a restart: its new PID must
+        be selected before the next OOM) or is a pidfile's (cheap to read again)."""
+        if time.monotonic() - self.resolved_at >= REFRESH_EVERY_S:
+            return True
+        for host_input in self.manifest.get("host_inputs", []):
+            if "pid_of" not in host_input:
+                continue
+            if "pidfile" in host_input["pid_of"]:
+                return True
+            fd = pinned_input_fd(self.key, host_input["map"])
+            if fd < 0:
+                continue
+            held = map_entries(fd, *input_sizes(host_input))
+            os.close(fd)
+            if not held or any(start_ticks(ctypes.c_uint32.from_buffer_copy(k).value) !=
+                               ctypes.c_uint64.from_buffer_copy(v).value for k, v in held.items()):
+                return True
         return False
-    for host_input in manifest.get("host_inputs", []):
-        if "pid_of" not in host_input:
-            continue
-        if "pidfile" in host_input["pid_of"]:
-            return True
-        fd = libbpf().bpf_obj_get(input_pin(os.path.join(PIN_ROOT, key), host_input["map"]).encode())
-        if fd < 0:
-            continue
-        held = map_entries(fd, 4, 8)
-        os.close(fd)
-        if not held or any(start_ticks(ctypes.c_uint32.from_buffer_copy(k).value) !=
-                           ctypes.c_uint64.from_buffer_copy(v).value for k, v in held.items()):
-            return True
-    return False
+
+    def follow(self, key):
+        """Resolve the inputs of the policy pinned under key when they are due (or the policy is new)."""
+        same = key == self.key
+        if same and not self.due():
+            return
+        try:
+            manifest = self.manifest if same else stored_manifest(key)
+            with Lock():                # not while an apply swaps the policy
+                reports = refresh_host_inputs(key, manifest)
+        except Failure as failure:
+            print(f"bpfoomctl: cannot refresh the policy's host inputs: {failure}", file=sys.stderr)
+            return
+        if same:                        # the same policy: each change of what it resolves to is an entry
+            problems = {report["map"]: report["problem"] for report in self.reports}
+            changed = [r for r in reports if r["changed"] or problems.get(r["map"]) != r["problem"]]
+            policy = identity_of(pinned_view(key)) if changed else None
+            for report in changed:
+                journal_send(*inputs_entry(report, policy))
+        self.key, self.manifest, self.reports, self.resolved_at = key, manifest, reports, time.monotonic()
 
 
 # Each mode's ring-buffer record and its journal entry.
@@ -1452,31 +1497,18 @@ def events(once=False, metrics_file=None):
     ring, ring_key, ring_fd, pins = None, None, -1, None
     hook, metrics_due, metrics_failed = not missing_hook_functions(), 0.0, False
     btf = bool(vmlinux_btf())
-    inputs, inputs_key, inputs_full = [], None, -REFRESH_EVERY_S
+    inputs = HostInputs()
     while True:
         if not once:
             pins = guard_pins(pins)
         desired = _read(DESIRED_FILE)
-        if btf and desired and os.path.isdir(os.path.join(PIN_ROOT, desired)) and \
-                (desired != inputs_key or inputs_due(desired, inputs_full)):
-            problems = {report["map"]: report["problem"] for report in inputs} if desired == inputs_key else None
-            try:
-                with Lock():            # not while an apply swaps the policy
-                    inputs = refresh_host_inputs(desired)
-            except Failure as failure:
-                print(f"bpfoomctl: cannot refresh the policy's host inputs: {failure}", file=sys.stderr)
-            else:
-                if problems is not None:    # the same policy: each change of what it resolves to is an entry
-                    policy = identity_of(pinned_view(desired))
-                    for report in inputs:
-                        if report["changed"] or problems.get(report["map"]) != report["problem"]:
-                            journal_send(*inputs_entry(report, policy))
-                inputs_key, inputs_full = desired, time.monotonic()
+        if btf and desired and os.path.isdir(os.path.join(PIN_ROOT, desired)):
+            inputs.follow(desired)
         if metrics_file and time.monotonic() >= metrics_due:
             metrics_due = time.monotonic() + METRICS_EVERY_S
             view = managed_status() if btf else {"attached_policy": None, "policies": []}
             written = write_metrics(metrics_file, metrics_text(view, hook, state["count"], time.time(),
-                                                               inputs if desired == inputs_key else ()))
+                                                               inputs.of(desired)))
             if not written and not metrics_failed:
                 print(f"bpfoomctl: cannot write {metrics_file} (its directory must exist when the agent starts): "
                       "no metrics", file=sys.stderr)
