@@ -7,6 +7,7 @@ where a test or benchmark drives bpfoomctl without Ansible.
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import yaml
 
+from ansible_collections.bpfoom.fleet.plugins.module_utils.bpfoomctl import contract
 from ansible_collections.bpfoom.fleet.plugins.plugin_utils import policy_compile
 from fleetlab import fleet
 
@@ -23,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent / "callback_plugins"))
 from remote_executions import read_counts  # noqa: E402  (the counting callback's own reader)
 
 TESTS = Path(__file__).resolve().parent
-AGENT_FILES = TESTS.parent / "roles" / "agent" / "files"
+AGENT_PACKAGE = TESTS.parent / "plugins" / "module_utils" / "bpfoomctl"
 EXAMPLES = yaml.safe_load((TESTS / "policy_examples.yml").read_text())
 
 
@@ -43,12 +45,26 @@ def local_fleet_inventory(hosts: int) -> dict:
         for group, example in BENCH_GROUPS.items()}}}
 
 
+def copy_agent_package(host: dict, parent: str) -> None:
+    """The agent's package (its modules, no bytecode) as PARENT/bpfoomctl on a lab host."""
+    with tempfile.TemporaryDirectory() as scratch:
+        package = Path(scratch) / "bpfoomctl"
+        package.mkdir()
+        for module in AGENT_PACKAGE.glob("*.py"):
+            shutil.copy(module, package)
+        fleet.run_on(host, f"rm -rf {parent}/bpfoomctl && install -d -m 0755 {parent}")
+        fleet.copy_to(host, package, parent)
+        fleet.run_on(host, f"chmod -R u=rwX,go=rX {parent}/bpfoomctl")
+
+
 def install_agent(host: dict) -> None:
-    """bpfoomctl on a lab host as the agent role installs it (the program and its command), without the unit."""
-    fleet.run_on(host, "install -d -m 0755 /usr/local/lib/bpfoom")
-    fleet.copy_to(host, AGENT_FILES / "bpfoomctl.py", "/usr/local/lib/bpfoom/bpfoomctl.py")
-    fleet.copy_to(host, AGENT_FILES / "bpfoomctl", "/usr/local/sbin/bpfoomctl")
-    fleet.run_on(host, "chmod 0644 /usr/local/lib/bpfoom/bpfoomctl.py; chmod 0755 /usr/local/sbin/bpfoomctl")
+    """bpfoomctl on a lab host as the agent module installs it (the package and its command), without the unit."""
+    copy_agent_package(host, contract.LIB_DIR)
+    with tempfile.NamedTemporaryFile("w", suffix=".sh") as shim:
+        shim.write(contract.SHIM_TEXT)
+        shim.flush()
+        fleet.copy_to(host, Path(shim.name), contract.COMMAND)
+    fleet.run_on(host, f"chmod 0755 {contract.COMMAND}")
 
 
 def upload_policy(host: dict, entry: Path, remote: str) -> None:

@@ -4,12 +4,7 @@
 
 from __future__ import annotations
 
-
-def aligned_table(rows, header):
-    """Each column as wide as its widest cell, whatever the lengths of host and group names."""
-    lines = [[str(cell) for cell in header]] + [["-" if cell is None else str(cell) for cell in row] for row in rows]
-    widths = [max(len(line[column]) for line in lines) for column in range(len(header))]
-    return ["  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip() for line in lines]
+from ansible_collections.bpfoom.fleet.plugins.plugin_utils.table import aligned_table
 
 
 class FilterModule:

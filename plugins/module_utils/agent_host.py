@@ -11,27 +11,20 @@ writes only what differs, and touches systemd only when something is off.
 from __future__ import annotations
 
 import base64
-import ctypes
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 
-BPFOOMCTL = "/usr/local/sbin/bpfoomctl"
-UNIT = "bpfoom.service"
-STATE_DIR = "/var/lib/bpfoom"
-BPFFS = "/sys/fs/bpf"
-VMLINUX_BTF = "/sys/kernel/btf/vmlinux"
-HOOK_FUNCTIONS = ("bpf_oom_evaluate_task", "bpf_set_policy_name", "set_oom_policy_name")
-HOOK_MISSING_RC = 3
-# The agent's files: where each goes and with which mode (root-owned). The controller side
-# (plugins/plugin_utils/agent_payload.py) reads or renders them from roles/agent/.
-AGENT_FILES = {
-    "bpfoomctl.py": ("/usr/local/lib/bpfoom/bpfoomctl.py", 0o644),
-    "bpfoomctl": (BPFOOMCTL, 0o755),
-    "bpfoom.service": ("/etc/systemd/system/bpfoom.service", 0o644),
-}
-DIRECTORIES = (("/usr/local/lib/bpfoom", 0o755), (STATE_DIR, 0o700))
+from ansible_collections.bpfoom.fleet.plugins.module_utils.bpfoomctl import kernel, libbpf
+from ansible_collections.bpfoom.fleet.plugins.module_utils.bpfoomctl.contract import (
+    BPFFS, COMMAND, HOOK_FUNCTIONS, LIB_DIR, OLD_LAYOUT, PACKAGE_DIR, STATE_DIR, UNIT, UNIT_FILE, VMLINUX_BTF, ExitCode)
+
+SHIM = "bpfoomctl"                       # the agent's files by the names the action plugin sends them
+UNIT_NAME = UNIT
+PACKAGE_PREFIX = "bpfoomctl/"            # the package's modules: bpfoomctl/<module>.py
+DIRECTORIES = ((LIB_DIR, 0o755), (PACKAGE_DIR, 0o755), (STATE_DIR, 0o700))
 PACKAGE_MANAGERS = (("apt", "/usr/bin/apt-get"), ("dnf", "/usr/bin/dnf"), ("yum", "/usr/bin/yum"),
                     ("zypper", "/usr/bin/zypper"))
 C_LOCALE = {"LANG": "C", "LC_ALL": "C"}
@@ -40,6 +33,35 @@ C_LOCALE = {"LANG": "C", "LC_ALL": "C"}
 AGENT_OPTIONS = dict(oom_score_adj=dict(type="int", default=-900), restart_sec=dict(type="int", default=2),
                      metrics_file=dict(type="str", default="/var/lib/prometheus/node-exporter/bpfoom.prom"))
 AGENT_SPEC = dict(agent=dict(type="dict", options=AGENT_OPTIONS), agent_files=dict(type="dict"))
+
+
+def install_path(name):
+    """Where an agent file goes, and with which mode (root-owned)."""
+    if name == SHIM:
+        return COMMAND, 0o755
+    if name == UNIT_NAME:
+        return UNIT_FILE, 0o644
+    module = name[len(PACKAGE_PREFIX):]
+    if not name.startswith(PACKAGE_PREFIX) or not module.endswith(".py") or "/" in module or module.startswith("."):
+        raise ValueError(f"agent file {name!r} has no place on the host")
+    return os.path.join(PACKAGE_DIR, module), 0o644
+
+
+def under(root, path):
+    """path on the host whose / is root (a temporary one in tests)."""
+    return os.path.join(root, path.lstrip("/"))
+
+
+def stale_paths(files, root="/"):
+    """What an agent install leaves that this one does not have: an older layout's files, a module of the package
+    that is gone (its compiled bytecode goes with the cache)."""
+    stale = [under(root, path) for path in OLD_LAYOUT if os.path.lexists(under(root, path))]
+    package_dir = under(root, PACKAGE_DIR)
+    if os.path.isdir(package_dir):
+        wanted = {under(root, install_path(name)[0]) for name in files}
+        stale += [os.path.join(package_dir, entry) for entry in sorted(os.listdir(package_dir))
+                  if entry.endswith(".py") and os.path.join(package_dir, entry) not in wanted]
+    return stale
 
 
 # --- what the host is -------------------------------------------------------
@@ -58,18 +80,10 @@ def btf_hook_functions():
     return {name: b"\0" + name.encode() + b"\0" in data for name in HOOK_FUNCTIONS}
 
 
-def bpffs_mounted():
-    with open("/proc/mounts") as mounts:
-        return any(line.split()[1:3] == [BPFFS, "bpf"] for line in mounts)
-
-
 def libbpf_version():
-    """The version of libbpf.so.1, or None when the host lacks it."""
-    try:
-        lib = ctypes.CDLL("libbpf.so.1")
-        return f"{lib.libbpf_major_version()}.{lib.libbpf_minor_version()}"
-    except (OSError, AttributeError):
-        return None
+    """The version of libbpf.so.1 as text, or None when the host lacks it."""
+    version = libbpf.version()
+    return "%d.%d" % version if version else None
 
 
 def package_manager():
@@ -78,13 +92,13 @@ def package_manager():
 
 
 def agent_installed():
-    return os.path.exists(BPFOOMCTL)
+    return os.path.exists(COMMAND)
 
 
 def host_facts():
     functions = btf_hook_functions()
     return {"kernel_release": os.uname().release, "hook": all(functions.values()), "hook_functions": functions,
-            "bpffs": bpffs_mounted(), "libbpf_version": libbpf_version()}
+            "bpffs": kernel.bpffs_mounted(), "libbpf_version": libbpf_version()}
 
 
 def missing_hook_message(facts):
@@ -108,8 +122,7 @@ def sha256_file(path):
         return None
 
 
-def _file_differs(name, content):
-    path, mode = AGENT_FILES[name]
+def _file_differs(path, mode, content):
     if sha256_file(path) != hashlib.sha256(content).hexdigest():
         return True
     info = os.stat(path)
@@ -139,11 +152,17 @@ def decode_files(encoded):
 
 
 class AgentHost:
-    """Converge the agent on this host: files, systemd unit, bpffs, service enabled and running."""
+    """Converge the agent on this host: files, systemd unit, bpffs, service enabled and running. root: the host's
+    / (a temporary directory in tests)."""
 
-    def __init__(self, module):
-        self.module = module
+    def __init__(self, module, root="/"):
+        self.module, self.root = module, root
         self.systemctl = module.get_bin_path("systemctl")
+
+    def path(self, name):
+        """(where an agent file goes under root, its mode)."""
+        path, mode = install_path(name)
+        return under(self.root, path), mode
 
     def _systemctl(self, *args, check=True):
         if not self.systemctl:
@@ -155,30 +174,39 @@ class AgentHost:
 
     def plan(self, files):
         """What converging would change: the files that differ (by name), and the service and bpffs steps."""
-        changed = [name for name, content in files.items() if _file_differs(name, content)]
-        installed = os.path.exists(AGENT_FILES["bpfoom.service"][0])
+        changed = [name for name, content in files.items() if _file_differs(*self.path(name), content)]
+        stale = stale_paths(files, self.root)
+        installed = os.path.exists(self.path(UNIT_NAME)[0])
         enabled = installed and self._systemctl("is-enabled", UNIT, check=False)[0] == 0
         active = installed and self._systemctl("is-active", UNIT, check=False)[0] == 0
         return {
             "files": changed,
-            "digests_before": {name: sha256_file(AGENT_FILES[name][0]) for name in changed},
-            "unit_changed": "bpfoom.service" in changed,
+            "stale": stale,
+            "digests_before": {name: sha256_file(self.path(name)[0]) for name in changed},
+            "unit_changed": UNIT_NAME in changed,
             "enable": not enabled,
             "start": not active,
             # A new program, or a new unit (its sandbox), is picked up by a restart; a restart keeps the
             # policy attached.
-            "restart": active and bool(set(changed) & {"bpfoomctl.py", "bpfoomctl", "bpfoom.service"}),
-            "mount_bpffs": not bpffs_mounted(),
+            "restart": active and bool(changed or stale),
+            "mount_bpffs": not kernel.bpffs_mounted(),
         }
 
     def apply(self, files, plan):
         for directory, mode in DIRECTORIES:
+            directory = under(self.root, directory)
             if not os.path.isdir(directory):
                 os.makedirs(directory, mode=mode)
             os.chmod(directory, mode)
         for name in plan["files"]:
-            path, mode = AGENT_FILES[name]
+            path, mode = self.path(name)
+            os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
             write_file(self.module, path, files[name], mode)
+        for path in plan["stale"]:
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path)
+            else:
+                os.unlink(path)
         if plan["mount_bpffs"]:
             # ansible.posix.mount would write fstab; systemd mounts bpffs itself at boot.
             rc, _out, err = self.module.run_command(["mount", "-t", "bpf", "bpf", BPFFS])
@@ -197,30 +225,41 @@ class AgentHost:
         """Plan, then (outside check mode) act. Returns the plan as the modules report it: the paths of the
         files that change, each one's checksum before and after (for diff mode), and the service steps."""
         plan = self.plan(files)
-        changed = bool(plan["files"] or plan["enable"] or plan["start"] or plan["restart"] or plan["mount_bpffs"])
+        changed = bool(plan["files"] or plan["stale"] or plan["enable"] or plan["start"] or plan["restart"] or plan["mount_bpffs"])
         if changed and not check_mode:
             self.apply(files, plan)
         names, before = plan.pop("files"), plan.pop("digests_before")
-        return dict(plan, changed=changed, files_changed=[AGENT_FILES[name][0] for name in names],
-                    digests={AGENT_FILES[name][0]: (before[name], hashlib.sha256(files[name]).hexdigest())
+        stale = plan.pop("stale")
+        return dict(plan, changed=changed, files_changed=[self.path(name)[0] for name in names],
+                    files_removed=stale,
+                    digests={self.path(name)[0]: (before[name], hashlib.sha256(files[name]).hexdigest())
                              for name in names})
 
 
 # --- the agent's own answers -------------------------------------------------
 
+def failure_of(rc):
+    """What an exit code of bpfoomctl means, by its name in contract.ExitCode (no_hook, no_shadow_points, no_btf,
+    verifier, ...), as the modules return it in `agent_failure`."""
+    try:
+        return ExitCode(rc).name.lower()
+    except ValueError:
+        return f"rc {rc}"
+
+
 def run_bpfoomctl(module, *args, result=None):
     """Run bpfoomctl; return its JSON result, or fail the task with its message (and what was done so far)."""
-    if not os.path.exists(BPFOOMCTL):
-        module.fail_json(msg=f"{BPFOOMCTL} is not installed: apply the bpfoom.fleet.agent role first")
-    rc, out, err = module.run_command([BPFOOMCTL, *args], environ_update=C_LOCALE)
+    if not os.path.exists(COMMAND):
+        module.fail_json(msg=f"{COMMAND} is not installed: apply the bpfoom.fleet.agent role first")
+    rc, out, err = module.run_command([COMMAND, *args], environ_update=C_LOCALE)
     try:
         answer = json.loads(out)
     except ValueError:
         module.fail_json(msg=f"bpfoomctl {' '.join(args)} failed (rc={rc}): {err.strip() or out.strip()}", rc=rc,
-                         **(result or {}))
+                         agent_failure=failure_of(rc), **(result or {}))
     if rc != 0 or answer.get("failed"):
         module.fail_json(**dict(result or {}, msg=answer.get("msg") or err.strip(), rc=rc,
-                                hook_missing=rc == HOOK_MISSING_RC))
+                                agent_failure=failure_of(rc), hook_missing=rc == ExitCode.NO_HOOK))
     return answer
 
 

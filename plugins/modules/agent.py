@@ -63,6 +63,12 @@ files_changed:
   type: list
   elements: str
   sample: [/etc/systemd/system/bpfoom.service]
+files_removed:
+  description: What an older agent installed that this one does not have, removed (or that would be, in check mode).
+  returned: always
+  type: list
+  elements: str
+  sample: [/usr/local/lib/bpfoom/bpfoomctl.py]
 agent:
   description: What the task did to the service and bpffs.
   returned: always
@@ -87,16 +93,19 @@ from ansible_collections.bpfoom.fleet.plugins.module_utils.agent_host import (
 
 def main():
     module = AnsibleModule(argument_spec=AGENT_SPEC, supports_check_mode=True)
-    result = dict(changed=False, files_changed=[], agent={}, libbpf_missing=False, package_manager=package_manager())
+    result = dict(changed=False, files_changed=[], files_removed=[], agent={}, libbpf_missing=False, package_manager=package_manager())
     if libbpf_version() is None:
         result["libbpf_missing"] = True
         module.fail_json(msg=libbpf_missing_message(), **result)
     plan = AgentHost(module).converge(decode_files(module.params["agent_files"]), module.check_mode)
     digests = plan.pop("digests")
-    result.update(changed=plan.pop("changed"), files_changed=plan.pop("files_changed"), agent=plan)
+    result.update(changed=plan.pop("changed"), files_changed=plan.pop("files_changed"),
+                  files_removed=plan.pop("files_removed"), agent=plan)
     if module._diff:
-        result["diff"] = {"before": "".join(f"file {path}: {old or 'absent'}\n" for path, (old, _new) in digests.items()),
-                          "after": "".join(f"file {path}: {new}\n" for path, (_old, new) in digests.items())}
+        result["diff"] = {"before": "".join(f"file {path}: {old or 'absent'}\n" for path, (old, _new) in digests.items())
+                          + "".join(f"file {path}: present\n" for path in result["files_removed"]),
+                          "after": "".join(f"file {path}: {new}\n" for path, (_old, new) in digests.items())
+                          + "".join(f"file {path}: absent\n" for path in result["files_removed"])}
     module.exit_json(**result)
 
 

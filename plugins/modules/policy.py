@@ -180,7 +180,21 @@ files_changed:
   returned: always
   type: list
   elements: str
+  sample: [/usr/local/lib/bpfoom/bpfoomctl/cli.py]
+files_removed:
+  description: What an older agent installed that this one does not have, removed by this task (or that would be).
+  returned: always
+  type: list
+  elements: str
   sample: [/usr/local/lib/bpfoom/bpfoomctl.py]
+agent_failure:
+  description:
+    - When the task failed because the agent refused, what it refused for, one name per exit code of bpfoomctl
+      (V(no_hook), V(no_shadow_points), V(no_btf), V(verifier), V(mismatch), V(unsafe_path), V(no_bpffs_or_libbpf),
+      V(state_not_writable), V(failed)).
+  returned: failure
+  type: str
+  sample: no_shadow_points
 agent:
   description: What the task did to the agent's service and bpffs (unit reloaded, enabled, started, restarted, bpffs mounted).
   returned: always
@@ -219,17 +233,18 @@ import shutil
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.bpfoom.fleet.plugins.module_utils.agent_host import (
-    AGENT_SPEC, STATE_DIR, AgentHost, agent_installed, decode_files, host_facts, libbpf_missing_message, missing_hook_message,
+    AGENT_SPEC, AgentHost, agent_installed, decode_files, host_facts, libbpf_missing_message, missing_hook_message,
     package_manager, policy_identity, run_bpfoomctl)
+from ansible_collections.bpfoom.fleet.plugins.module_utils.bpfoomctl.contract import INCOMING_DIR, STATE_DIR
+from ansible_collections.bpfoom.fleet.plugins.module_utils.host_mode import UNPATCHED_CHOICES, mode_on_host
 
-INCOMING = os.path.join(STATE_DIR, "incoming")
 ARGUMENT_SPEC = dict(
     AGENT_SPEC,
     build=dict(type="dict"),
     rollback_from=dict(type="str"),
     state=dict(type="str", choices=["present", "absent"], default="present"),
     mode=dict(type="str", choices=["enforce", "shadow"], default="enforce"),
-    unpatched=dict(type="str", choices=["fail", "skip", "shadow"], default="fail"),
+    unpatched=dict(type="str", choices=list(UNPATCHED_CHOICES), default="fail"),
     manifest=dict(type="dict"),
     policy_object=dict(type="str"),
 )
@@ -273,10 +288,10 @@ def needs_change(params, status, before, wanted):
 
 def stage_policy(module, manifest, encoded_object):
     """Write the built policy where bpfoomctl apply reads it: root-only, under the agent's state directory."""
-    directory = os.path.join(INCOMING, manifest["hash"])
+    directory = os.path.join(INCOMING_DIR, manifest["hash"])
     shutil.rmtree(directory, ignore_errors=True)
     os.makedirs(directory, mode=0o700)
-    os.chmod(INCOMING, 0o700)
+    os.chmod(INCOMING_DIR, 0o700)
     for name, content in (("policy.bpf.o", base64.b64decode(encoded_object)),
                           ("manifest.json", json.dumps(manifest, sort_keys=True).encode())):
         with open(os.path.join(directory, name), "wb") as handle:
@@ -284,90 +299,123 @@ def stage_policy(module, manifest, encoded_object):
     return directory
 
 
+class PolicyRun:
+    """One run of the module: decide() reads the host (facts, the agent's files, what the kernel runs) and decides
+    every step; act() carries them out (not in check mode) and reads the kernel back; result is what it returns."""
+
+    def __init__(self, module):
+        self.module, self.params = module, module.params
+        self.facts = host_facts()
+        self.result = dict(changed=False, previous=None, policy_name=None, policy_hash=None, mode=None, links=[],
+                           evaluations=None, selections=None, files_changed=[], files_removed=[], agent={}, notes=[],
+                           input_problems=[], libbpf_missing=False, package_manager=package_manager(),
+                           kernel_release=self.facts["kernel_release"], hook=self.facts["hook"])
+        self.status = self.wanted = None
+        self.policy_changed = False
+
+    def fail(self, msg, **extra):
+        self.module.fail_json(msg=msg, **dict(self.result, **extra))
+
+    def finish(self):
+        self.module.exit_json(**self.result)
+
+    def decide(self):
+        """Every decision, nothing written: ends the run where nothing is to be done (no agent to detach, no hook
+        and unpatched=skip) or nothing can be (no hook and unpatched=fail, no libbpf)."""
+        params, result = self.params, self.result
+        installed = agent_installed()
+        if params["state"] == "absent" and not installed:
+            result["notes"].append("no agent on this host: no bpfoom policy to detach")
+            self.finish()
+        self.mode = params["mode"]
+        if params["state"] == "present" and not params["rollback_from"]:
+            self.mode = mode_on_host(params["mode"], self.facts["hook"], params["unpatched"])
+            if self.mode is None and params["unpatched"] == "skip":
+                result["notes"].append(missing_hook_message(self.facts))
+                self.finish()
+            if self.mode is None:
+                self.fail(missing_hook_message(self.facts), hook_missing=True, agent_failure="no_hook")
+            if self.mode != params["mode"]:
+                result["notes"].append(f"the kernel {self.facts['kernel_release']} has no BPF OOM hook: the policy "
+                                       "runs in shadow mode")
+        if self.facts["libbpf_version"] is None:
+            result["libbpf_missing"] = True
+            self.fail(libbpf_missing_message())
+        # The agent: its files, unit, bpffs and service (not for state=absent: detaching installs nothing).
+        self.digests = {}
+        if params["state"] == "present":
+            plan = AgentHost(self.module).converge(decode_files(params["agent_files"]), self.module.check_mode)
+            result["changed"], result["files_changed"] = plan.pop("changed"), plan.pop("files_changed")
+            result["files_removed"], self.digests = plan.pop("files_removed", []), plan.pop("digests")
+            result["agent"] = plan
+            installed = installed or not self.module.check_mode
+        self.status = run_bpfoomctl(self.module, "status", result=result) if installed else None
+        self.before = policy_identity(self.status)
+        self.wanted = wanted_identity(self.module, params, self.status, result, self.mode)
+        self.policy_changed = needs_change(params, self.status, self.before, self.wanted)
+        result.update(previous=self.before, changed=result["changed"] or self.policy_changed)
+        if self.module._diff:
+            removed = dict.fromkeys(result["files_removed"])
+            result["diff"] = {"before": describe(self.before, dict({path: old for path, (old, _new) in self.digests.items()},
+                                                                   **dict.fromkeys(removed, "present"))),
+                              "after": describe(self.wanted, dict({path: new for path, (_old, new) in self.digests.items()},
+                                                                  **removed))}
+
+    def act(self):
+        """Have the agent make the change, then read the kernel back: what the agent says it did is not the proof."""
+        if not self.policy_changed or self.module.check_mode:
+            return
+        params, result = self.params, self.result
+        if params["state"] == "absent":
+            done = run_bpfoomctl(self.module, "detach", result=result)
+        elif params["rollback_from"]:
+            done = run_bpfoomctl(self.module, "rollback", result=result)
+        else:
+            try:
+                staged = stage_policy(self.module, params["manifest"], params["policy_object"])
+            except OSError as error:
+                shutil.rmtree(os.path.join(INCOMING_DIR, params["manifest"]["hash"]), ignore_errors=True)
+                self.fail(f"cannot write {error.filename}: {error.strerror}; nothing was changed (the running policy "
+                          f"is as before): free space in {STATE_DIR} and apply again", agent_failure="state_not_writable")
+            try:
+                done = run_bpfoomctl(self.module, "apply", f"--mode={self.mode}", staged, result=result)
+            finally:
+                shutil.rmtree(staged, ignore_errors=True)
+        result["notes"] += done.get("notes", [])
+        if self.status.get("desired_problem") and params["state"] == "present":
+            result["notes"].append(f"the agent's stored copy was damaged ({self.status['desired_problem']}): stored again")
+        self.status = run_bpfoomctl(self.module, "status", result=result)
+        after = policy_identity(self.status)
+        if after != self.wanted:
+            self.fail(f"after the change, the kernel reports {describe(after).strip()!r}, "
+                      f"expected {describe(self.wanted).strip()!r}")
+
+    def report(self):
+        """What the host runs after the run (in check mode: what it would run), with the kernel's links and counters."""
+        result, status, check_mode = self.result, self.status or {}, self.module.check_mode
+        target = self.wanted if check_mode else policy_identity(self.status)
+        # In check mode, a policy that would be replaced says nothing about the one that would run.
+        attached = None if check_mode and self.policy_changed else \
+            next((p for p in status.get("policies", []) if p["managed"] and p["attached"]), None)
+        result.update(policy_name=(target or {}).get("policy_name"), policy_hash=(target or {}).get("policy_hash"),
+                      mode=(target or {}).get("mode"), links=(attached or {}).get("links", []),
+                      evaluations=(attached or {}).get("evaluations"), selections=(attached or {}).get("selections"),
+                      input_problems=status.get("input_problems", []))
+        # A policy that selects nobody or names a unit this host lacks runs, but not as its names say: a warning
+        # the operator cannot miss (verify and the metrics say it too).
+        for problem in result["input_problems"]:
+            self.module.warn(f"policy {result['policy_name']}: {problem}")
+
+
 def main():
     module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True,
                            mutually_exclusive=[("manifest", "rollback_from")],
                            required_if=[("state", "present", ("manifest", "rollback_from"), True)])
-    params = module.params
-    facts = host_facts()
-    result = dict(changed=False, previous=None, policy_name=None, policy_hash=None, mode=None, links=[], evaluations=None,
-                  selections=None, files_changed=[], agent={}, notes=[], input_problems=[], libbpf_missing=False,
-                  package_manager=package_manager(), kernel_release=facts["kernel_release"], hook=facts["hook"])
-    installed = agent_installed()
-    if params["state"] == "absent" and not installed:
-        result["notes"].append("no agent on this host: no bpfoom policy to detach")
-        module.exit_json(**result)
-    mode = params["mode"]
-    if not facts["hook"] and mode == "enforce" and params["state"] == "present" and not params["rollback_from"]:
-        if params["unpatched"] == "skip":
-            result["notes"].append(missing_hook_message(facts))
-            module.exit_json(**result)
-        if params["unpatched"] == "fail":
-            module.fail_json(msg=missing_hook_message(facts), hook_missing=True, **result)
-        mode = "shadow"
-        result["notes"].append(f"the kernel {facts['kernel_release']} has no BPF OOM hook: the policy runs in shadow mode")
-    if facts["libbpf_version"] is None:
-        result["libbpf_missing"] = True
-        module.fail_json(msg=libbpf_missing_message(), **result)
-
-    # The agent: its files, unit, bpffs and service (not for state=absent: detaching installs nothing).
-    digests = {}
-    if params["state"] == "present":
-        plan = AgentHost(module).converge(decode_files(params["agent_files"]), module.check_mode)
-        result["changed"], result["files_changed"], digests = plan.pop("changed"), plan.pop("files_changed"), \
-            plan.pop("digests")
-        result["agent"] = plan
-        installed = installed or not module.check_mode
-
-    status = run_bpfoomctl(module, "status", result=result) if installed else None
-    before = policy_identity(status)
-    wanted = wanted_identity(module, params, status, result, mode)
-    policy_changed = needs_change(params, status, before, wanted)
-    result.update(previous=before, changed=result["changed"] or policy_changed)
-    if module._diff:
-        result["diff"] = {"before": describe(before, {path: old for path, (old, _new) in digests.items()}),
-                          "after": describe(wanted, {path: new for path, (_old, new) in digests.items()})}
-
-    if policy_changed and not module.check_mode:
-        if params["state"] == "absent":
-            done = run_bpfoomctl(module, "detach", result=result)
-        elif params["rollback_from"]:
-            done = run_bpfoomctl(module, "rollback", result=result)
-        else:
-            try:
-                staged = stage_policy(module, params["manifest"], params["policy_object"])
-            except OSError as error:
-                shutil.rmtree(os.path.join(INCOMING, params["manifest"]["hash"]), ignore_errors=True)
-                module.fail_json(msg=f"cannot write {error.filename}: {error.strerror}; nothing was changed (the "
-                                     f"running policy is as before): free space in {STATE_DIR} and apply again",
-                                 **result)
-            try:
-                done = run_bpfoomctl(module, "apply", f"--mode={mode}", staged, result=result)
-            finally:
-                shutil.rmtree(staged, ignore_errors=True)
-        result["notes"] += done.get("notes", [])
-        if status.get("desired_problem") and params["state"] == "present":
-            result["notes"].append(f"the agent's stored copy was damaged ({status['desired_problem']}): stored again")
-        # The kernel's view, read anew: what the agent says it did is not the proof.
-        status = run_bpfoomctl(module, "status", result=result)
-        after = policy_identity(status)
-        if after != wanted:
-            module.fail_json(msg=f"after the change, the kernel reports {describe(after).strip()!r}, "
-                                 f"expected {describe(wanted).strip()!r}", **result)
-    target = wanted if module.check_mode else policy_identity(status)
-    # In check mode, a policy that would be replaced says nothing about the one that would run.
-    attached = None if module.check_mode and policy_changed else \
-        next((p for p in (status or {}).get("policies", []) if p["managed"] and p["attached"]), None)
-    result.update(policy_name=(target or {}).get("policy_name"), policy_hash=(target or {}).get("policy_hash"),
-                  mode=(target or {}).get("mode"),
-                  links=(attached or {}).get("links", []), evaluations=(attached or {}).get("evaluations"),
-                  selections=(attached or {}).get("selections"),
-                  input_problems=(status or {}).get("input_problems", []))
-    # A policy that selects nobody or names a unit this host lacks runs, but not as its names say: a warning
-    # the operator cannot miss (verify and the metrics say it too).
-    for problem in result["input_problems"]:
-        module.warn(f"policy {result['policy_name']}: {problem}")
-    module.exit_json(**result)
+    run = PolicyRun(module)
+    run.decide()
+    run.act()
+    run.report()
+    run.finish()
 
 
 if __name__ == "__main__":

@@ -144,12 +144,12 @@ import os
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.bpfoom.fleet.plugins.module_utils.agent_host import (
-    BPFOOMCTL, C_LOCALE, UNIT, host_facts, policy_identity, run_bpfoomctl)
+    C_LOCALE, COMMAND, UNIT, host_facts, policy_identity, run_bpfoomctl)
 
 
 def main():
     module = AnsibleModule(argument_spec={"explain": dict(type="bool", default=True)}, supports_check_mode=True)
-    result = dict(host_facts(), changed=False, agent_installed=os.path.exists(BPFOOMCTL), agent_state=None,
+    result = dict(host_facts(), changed=False, agent_installed=os.path.exists(COMMAND), agent_state=None,
                   attached_policy=None, policies=[], desired_hash=None, desired_mode=None, rollback_target=None,
                   input_problems=[],
                   explain=None, explain_error=None)
@@ -165,7 +165,7 @@ def main():
                       rollback_target=status["rollback_target"], input_problems=status.get("input_problems", []))
         if module.params["explain"] and status["desired_hash"]:
             # Not run_bpfoomctl: a policy that cannot be explained is a fact to report, not a failed read.
-            rc, out, err = module.run_command([BPFOOMCTL, "explain"], environ_update=C_LOCALE)
+            rc, out, err = module.run_command([COMMAND, "explain"], environ_update=C_LOCALE)
             try:
                 answer = json.loads(out)
             except ValueError:

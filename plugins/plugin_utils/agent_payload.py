@@ -2,9 +2,10 @@
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Controller side of the agent: its files as the host module receives them, in its arguments.
 
-The files are read (bpfoomctl.py, the bpfoomctl shim) or rendered (the unit,
-from roles/agent/templates/bpfoom.service.j2 with the agent options) here, and
-travel base64-encoded inside the one module execution that converges the host
+The agent's package (plugins/module_utils/bpfoomctl/, each module as
+bpfoomctl/<module>.py) is read, the bpfoomctl shim written and the unit rendered
+(bpfoom.service.j2 beside this file, with the agent options) here; they travel
+base64-encoded inside the one module execution that converges the host
 (plugins/module_utils/agent_host.py says where each goes).
 """
 
@@ -16,9 +17,12 @@ import os
 from ansible.errors import AnsibleActionFail
 from ansible.template import trust_as_template
 
-from ansible_collections.bpfoom.fleet.plugins.module_utils.agent_host import AGENT_OPTIONS
+from ansible_collections.bpfoom.fleet.plugins.module_utils.agent_host import AGENT_OPTIONS, PACKAGE_PREFIX, SHIM, UNIT_NAME
+from ansible_collections.bpfoom.fleet.plugins.module_utils.bpfoomctl import contract
 
-ROLE_DIR = os.path.normpath(os.path.join(os.path.dirname(__file__), "..", "..", "roles", "agent"))
+HERE = os.path.dirname(__file__)
+PACKAGE_SOURCE = os.path.normpath(os.path.join(HERE, "..", "module_utils", "bpfoomctl"))
+UNIT_TEMPLATE = os.path.join(HERE, "bpfoom.service.j2")
 RANGES = {"oom_score_adj": (-1000, 1000), "restart_sec": (0, 3600)}
 
 
@@ -40,20 +44,27 @@ def agent_options(options):
     return merged
 
 
+def package_files():
+    """{bpfoomctl/<module>.py: content} of the agent's package."""
+    files = {}
+    for entry in sorted(os.listdir(PACKAGE_SOURCE)):
+        if entry.endswith(".py"):
+            with open(os.path.join(PACKAGE_SOURCE, entry), "rb") as handle:
+                files[PACKAGE_PREFIX + entry] = handle.read()
+    return files
+
+
 def agent_files(action, task_vars, options):
     """{file name: base64 content} of the agent, the unit rendered with Ansible's templar."""
-    files = {}
-    for name in ("bpfoomctl.py", "bpfoomctl"):
-        with open(os.path.join(ROLE_DIR, "files", name), "rb") as handle:
-            files[name] = handle.read()
-    unit_template = os.path.join(ROLE_DIR, "templates", "bpfoom.service.j2")
-    with open(unit_template) as handle:
+    files = package_files()
+    files[SHIM] = contract.SHIM_TEXT.encode()
+    with open(UNIT_TEMPLATE) as handle:
         text = trust_as_template(handle.read())
     variables = dict(task_vars, ansible_managed=task_vars.get("ansible_managed", "Ansible managed"),
                      agent_oom_score_adj=options["oom_score_adj"], agent_restart_sec=options["restart_sec"],
                      agent_metrics_file=options["metrics_file"])
     templar = action._templar.copy_with_new_env(available_variables=variables)
-    files["bpfoom.service"] = templar.template(text).encode()
+    files[UNIT_NAME] = templar.template(text).encode()
     return {name: base64.b64encode(content).decode() for name, content in files.items()}
 
 

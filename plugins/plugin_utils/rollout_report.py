@@ -16,7 +16,7 @@ A host's entry, as the playbook notes it (fact _bpfoom_outcome, with host and gr
 
 from __future__ import annotations
 
-from ansible_collections.bpfoom.fleet.plugins.filter.aligned_table import aligned_table
+from ansible_collections.bpfoom.fleet.plugins.plugin_utils.table import aligned_table
 
 OUTCOMES = ("done", "would apply", "skipped", "failed", "unreachable", "not reached", "interrupted")
 # Outcomes that leave a host off its group's policy: they fail the run.

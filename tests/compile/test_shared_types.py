@@ -1,6 +1,6 @@
 """Compile tier: the structures the policy's BPF C and the agent share have one layout.
 
-bpfoom_core.h declares them for the policy; bpfoomctl.py declares them as ctypes types. Both are read
+bpfoom_core.h declares them for the policy; the agent's abi.py declares them as ctypes types. Both are read
 here: the C side as clang laid it out, from a compiled policy's debug info (pahole; the event type is
 only a pointer's target, which BTF leaves out), the Python side from the ctypes fields.
 """
@@ -8,18 +8,15 @@ only a pointer's target, which BTF leaves out), the Python side from the ctypes 
 import ctypes
 import re
 import subprocess
-import sys
 
 import pytest
 
-from policytools import AGENT_FILES, EXAMPLES, build_policy
+from ansible_collections.bpfoom.fleet.plugins.module_utils.bpfoomctl import abi
+from policytools import EXAMPLES, build_policy
 
-sys.path.insert(0, str(AGENT_FILES))
-import bpfoomctl  # noqa: E402
-
-SHARED = {"bpfoom_identity": bpfoomctl.Identity, "bpfoom_counters": bpfoomctl.Counters,
-          "bpfoom_event": bpfoomctl.Event, "bpfoom_shadow_record": bpfoomctl.ShadowRecord,
-          "bpfoom_candidate": bpfoomctl.Candidate, "bpfoom_basis": bpfoomctl.Basis, "bpfoom_unit": bpfoomctl.Unit}
+SHARED = {"bpfoom_identity": abi.Identity, "bpfoom_counters": abi.Counters,
+          "bpfoom_event": abi.Event, "bpfoom_shadow_record": abi.ShadowRecord,
+          "bpfoom_candidate": abi.Candidate, "bpfoom_basis": abi.Basis, "bpfoom_unit": abi.Unit}
 
 
 def btf_layout(obj, struct):

@@ -17,7 +17,6 @@ import policytools
 from fleetlab import common, fleet
 
 HERE = Path(__file__).resolve().parent
-AGENT_FILES = common.REPO_ROOT / "roles" / "agent" / "files"
 GUEST_DIR = "/root/bpfoom-test"
 PIN_ROOT = "/sys/fs/bpf/bpfoom-test"
 CORE_INCLUDE = common.REPO_ROOT / "templates" / "bpf" / "include"
@@ -44,9 +43,9 @@ def memhog(tmp_path_factory):
 
 def _prepare(host, memhog):
     fleet.run_on(host, f"mkdir -p {GUEST_DIR}")
-    for path in (memhog, HERE / "guest" / "bpfload.py", HERE / "guest" / "oom_scenario.py",
-                 AGENT_FILES / "bpfoomctl.py", OOM_SMOKE):
+    for path in (memhog, HERE / "guest" / "bpfload.py", HERE / "guest" / "oom_scenario.py", OOM_SMOKE):
         fleet.copy_to(host, path, f"{GUEST_DIR}/{path.name}")
+    policytools.copy_agent_package(host, GUEST_DIR)       # bpfload.py imports the agent's libbpf bindings
     return LabHost(host)
 
 

@@ -6,17 +6,14 @@ and nohook1 (unpatched). Scenario hogs as in test_hook.py.
 
 import json
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from fleetlab import fleet
-from policytools import AGENT_FILES, build_policy, run_playbook
-
-sys.path.insert(0, str(AGENT_FILES))
-from bpfoomctl import MESSAGE_IDS  # noqa: E402  (the agent's own list)
+from ansible_collections.bpfoom.fleet.plugins.module_utils.bpfoomctl.journal import MESSAGE_IDS  # the agent's own
+from policytools import build_policy, run_playbook
 
 pytestmark = pytest.mark.lab
 

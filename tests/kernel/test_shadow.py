@@ -16,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from fleetlab import fleet
 from policytools import install_agent, run_playbook
 from test_agent import METRICS, PLAYBOOKS, PREFER_B, bpfoomctl, play, wait_for_metrics
-from bpfoomctl import MESSAGE_IDS
+from ansible_collections.bpfoom.fleet.plugins.module_utils.bpfoomctl.journal import MESSAGE_IDS
 
 pytestmark = pytest.mark.lab
 

@@ -8,7 +8,7 @@
 The kernel tests load hand-written objects that are not catalog policies (no
 manifest, their own program names), so they do not go through `bpfoomctl
 apply`; the libbpf bindings and the kernel queries are the agent's own
-(bpfoomctl.py, copied beside this file). Links stay attached after this
+(its package bpfoomctl/, copied beside this file, imported as a host does). Links stay attached after this
 process exits because they are pinned; removing PINDIR detaches them.
 Exit codes: 3 hook missing, 4 load or attach failed.
 """
@@ -18,7 +18,8 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import bpfoomctl as agent  # noqa: E402  (copied beside this file)
+from bpfoomctl import kernel, libbpf  # noqa: E402  (the agent's package, copied beside this file)
+from bpfoomctl.contract import HOOK_FUNCTIONS, MODES  # noqa: E402
 
 
 def fail(code, message):
@@ -27,23 +28,23 @@ def fail(code, message):
 
 
 def attach(object_path, pin_dir):
-    missing = agent.missing_hook_functions()
+    missing = kernel.missing_functions(HOOK_FUNCTIONS)
     if missing:
         fail(3, f"this kernel ({os.uname().release}) has no BPF OOM hook: {', '.join(missing)} "
                 "not found in its BTF (/sys/kernel/btf/vmlinux); boot a kernel carrying the hook")
-    lib = agent.libbpf()
+    lib = libbpf.lib()
     obj = lib.bpf_object__open_file(object_path.encode(), None)
     # A catalog policy also holds its shadow and explain programs: only its enforcing ones are attached.
     names, prog = [], lib.bpf_object__next_program(obj, None) if obj else None
     while prog:
         names.append(lib.bpf_program__name(prog).decode())
         prog = lib.bpf_object__next_program(obj, prog)
-    enforce = agent.MODES["enforce"]
+    enforce = MODES["enforce"]
     for name in names:
         if set(names) & set(enforce) and name not in enforce:
             lib.bpf_program__set_autoload(lib.bpf_object__find_program_by_name(obj, name.encode()), False)
     if not obj or lib.bpf_object__load(obj) != 0:
-        fail(4, f"loading {object_path} failed: {agent._errno_text()}\n{agent._verifier_tail()}")
+        fail(4, f"loading {object_path} failed: {libbpf.errno_text()}\n{libbpf.log_tail()}")
     os.makedirs(pin_dir, exist_ok=True)
     prog = lib.bpf_object__next_program(obj, None)
     while prog:
@@ -53,7 +54,7 @@ def attach(object_path, pin_dir):
             continue
         link = lib.bpf_program__attach(prog)
         if not link or lib.bpf_link__pin(link, os.path.join(pin_dir, name).encode()) != 0:
-            fail(4, f"attaching or pinning {name} failed: {agent._errno_text()}")
+            fail(4, f"attaching or pinning {name} failed: {libbpf.errno_text()}")
         print(f"attached {name}")
         prog = lib.bpf_object__next_program(obj, prog)
 
@@ -61,17 +62,17 @@ def attach(object_path, pin_dir):
 def pinned_links(pin_dir):
     links = []
     for name in sorted(os.listdir(pin_dir)):
-        fd = agent.libbpf().bpf_obj_get(os.path.join(pin_dir, name).encode())
+        fd = libbpf.lib().bpf_obj_get(os.path.join(pin_dir, name).encode())
         if fd < 0:
-            fail(4, f"cannot open pinned link {name}: {agent._errno_text()}")
-        links.append(dict(agent.link_info(fd, agent.vmlinux_btf()), pin=name))
+            fail(4, f"cannot open pinned link {name}: {libbpf.errno_text()}")
+        links.append(dict(kernel.link_info(fd, kernel.vmlinux_btf()), pin=name))
         os.close(fd)
     return links
 
 
 def main(argv):
     if argv[1:2] == ["hook"]:
-        missing = agent.missing_hook_functions()
+        missing = kernel.missing_functions(HOOK_FUNCTIONS)
         print("missing: " + ", ".join(missing) if missing else "present")
         return 3 if missing else 0
     if len(argv) == 3 and argv[1] == "links":

@@ -71,7 +71,8 @@ def run_on(host: dict, command: str, timeout: int = 120, check: bool = True) -> 
 
 
 def copy_to(host: dict, local: Path, remote: str) -> None:
-    subprocess.run(["scp", "-q", "-i", str(ssh_key()), "-P", str(host["port"]),
+    """Copy a file, or a directory with what it holds, to REMOTE on a host."""
+    subprocess.run(["scp", "-q", *(["-r"] if Path(local).is_dir() else []), "-i", str(ssh_key()), "-P", str(host["port"]),
                     "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
                     "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
                     str(local), f"root@127.0.0.1:{remote}"], check=True, timeout=120)

@@ -10,7 +10,11 @@ import pytest
 
 from ansible_collections.bpfoom.fleet.plugins.module_utils import agent_host
 
-FILES = {"bpfoomctl.py": b"print('agent')\n", "bpfoomctl": b"#!/bin/sh\n", "bpfoom.service": b"[Unit]\n"}
+FILES = {"bpfoomctl/cli.py": b"print('agent')\n", "bpfoomctl/contract.py": b"X = 1\n", "bpfoomctl": b"#!/bin/sh\n",
+         "bpfoom.service": b"[Unit]\n"}
+PROGRAM = "usr/local/lib/bpfoom/bpfoomctl/cli.py"
+SHIM = "usr/local/sbin/bpfoomctl"
+UNIT = "etc/systemd/system/bpfoom.service"
 
 
 class FakeModule:
@@ -41,15 +45,20 @@ class FakeModule:
 
 @pytest.fixture
 def root(tmp_path, monkeypatch):
-    files = {name: (str(tmp_path / name), mode) for name, (_path, mode) in agent_host.AGENT_FILES.items()}
-    monkeypatch.setattr(agent_host, "AGENT_FILES", files)
-    monkeypatch.setattr(agent_host, "DIRECTORIES", ((str(tmp_path), 0o755),))
-    monkeypatch.setattr(agent_host, "bpffs_mounted", lambda: True)
+    monkeypatch.setattr(agent_host.kernel, "bpffs_mounted", lambda: True)
     return tmp_path
 
 
-def converge(module, files=None, check=False):
-    return agent_host.AgentHost(module).converge(files or FILES, check)
+def converge(module, files=None, check=False, root=None):
+    return agent_host.AgentHost(module, str(root or ROOT[0])).converge(files or FILES, check)
+
+
+ROOT = []
+
+
+@pytest.fixture(autouse=True)
+def _root_for_converge(tmp_path):
+    ROOT[:] = [tmp_path]
 
 
 def changed_systemctl(module):
@@ -59,13 +68,14 @@ def changed_systemctl(module):
 def test_a_first_install_writes_every_file_and_starts_the_agent(root):
     module = FakeModule(active=False, enabled=False)
     plan = converge(module)
-    assert plan["changed"] and len(plan["files_changed"]) == 3
+    assert plan["changed"] and len(plan["files_changed"]) == 4
     assert plan["unit_changed"] and plan["enable"] and plan["start"] and not plan["restart"]
     assert changed_systemctl(module) == [["daemon-reload"], ["enable", "bpfoom.service"], ["start", "bpfoom.service"]]
-    assert (root / "bpfoomctl.py").read_bytes() == FILES["bpfoomctl.py"]
-    assert oct((root / "bpfoomctl").stat().st_mode & 0o7777) == "0o755"
-    assert oct((root / "bpfoom.service").stat().st_mode & 0o7777) == "0o644"
-    assert not [name for name in os.listdir(root) if name.startswith(".bpfoom-")]     # no temporary left
+    assert (root / PROGRAM).read_bytes() == FILES["bpfoomctl/cli.py"]
+    assert oct((root / PROGRAM).stat().st_mode & 0o7777) == "0o644"
+    assert oct((root / SHIM).stat().st_mode & 0o7777) == "0o755"
+    assert oct((root / UNIT).stat().st_mode & 0o7777) == "0o644"
+    assert not [name for _dir, _subdirs, names in os.walk(root) for name in names if name.startswith(".bpfoom-")]
 
 
 def test_a_second_converge_changes_nothing_and_calls_no_systemctl_action(root):
@@ -78,32 +88,70 @@ def test_a_second_converge_changes_nothing_and_calls_no_systemctl_action(root):
 def test_a_new_program_restarts_a_running_agent_without_a_daemon_reload(root):
     converge(FakeModule(active=False, enabled=False))
     module = FakeModule()
-    plan = converge(module, dict(FILES, **{"bpfoomctl.py": b"print('agent 2')\n"}))
-    assert plan["files_changed"] == [str(root / "bpfoomctl.py")] and plan["restart"] and not plan["unit_changed"]
+    plan = converge(module, dict(FILES, **{"bpfoomctl/cli.py": b"print('agent 2')\n"}))
+    assert plan["files_changed"] == [str(root / PROGRAM)] and plan["restart"] and not plan["unit_changed"]
     assert changed_systemctl(module) == [["restart", "bpfoom.service"]]
 
 
 def test_a_wrong_mode_is_a_change(root):
     converge(FakeModule(active=False, enabled=False))
-    os.chmod(root / "bpfoom.service", 0o666)
+    os.chmod(root / UNIT, 0o666)
     module = FakeModule()
     plan = converge(module)
-    assert plan["files_changed"] == [str(root / "bpfoom.service")] and plan["unit_changed"]
+    assert plan["files_changed"] == [str(root / UNIT)] and plan["unit_changed"]
     assert changed_systemctl(module) == [["daemon-reload"], ["restart", "bpfoom.service"]]    # its new sandbox
-    assert oct((root / "bpfoom.service").stat().st_mode & 0o7777) == "0o644"
+    assert oct((root / UNIT).stat().st_mode & 0o7777) == "0o644"
 
 
 def test_check_mode_predicts_and_writes_nothing(root, monkeypatch):
-    monkeypatch.setattr(agent_host, "bpffs_mounted", lambda: False)
+    monkeypatch.setattr(agent_host.kernel, "bpffs_mounted", lambda: False)
     module = FakeModule(active=False, enabled=False)
     plan = converge(module, check=True)
-    assert plan["changed"] and plan["mount_bpffs"] and plan["start"] and len(plan["digests"]) == 3
-    assert changed_systemctl(module) == [] and not (root / "bpfoomctl.py").exists()
+    assert plan["changed"] and plan["mount_bpffs"] and plan["start"] and len(plan["digests"]) == 4
+    assert changed_systemctl(module) == [] and not (root / PROGRAM).exists()
 
 
 def test_bpffs_is_mounted_when_missing(root, monkeypatch):
     converge(FakeModule(active=False, enabled=False))
-    monkeypatch.setattr(agent_host, "bpffs_mounted", lambda: False)
+    monkeypatch.setattr(agent_host.kernel, "bpffs_mounted", lambda: False)
     module = FakeModule()
     assert converge(module)["mount_bpffs"]
     assert ["mount", "-t", "bpf", "bpf", "/sys/fs/bpf"] in module.commands
+
+
+def test_an_older_layout_and_a_module_that_is_gone_are_removed(root):
+    converge(FakeModule(active=False, enabled=False))
+    old = root / "usr/local/lib/bpfoom"
+    (old / "__pycache__").mkdir(parents=True)
+    (old / "bpfoomctl.py").write_text("the one-file agent\n")
+    (old / "__pycache__" / "bpfoomctl.cpython-311.pyc").write_bytes(b"\0")
+    (old / "bpfoomctl" / "gone.py").write_text("a module of an older package\n")
+    module = FakeModule(active=True, enabled=True)
+    plan = converge(module)
+    assert sorted(plan["files_removed"]) == sorted(str(old / name) for name in ("bpfoomctl.py", "__pycache__",
+                                                                               "bpfoomctl/gone.py"))
+    assert plan["restart"] and sorted(os.listdir(old)) == ["bpfoomctl"]
+    assert sorted(os.listdir(old / "bpfoomctl")) == ["cli.py", "contract.py"]
+    assert not converge(FakeModule())["changed"]                                  # and then nothing to do
+
+
+@pytest.mark.parametrize("name", ["bpfoomctl/../evil.py", "bpfoomctl/sub/x.py", "other.py", "bpfoomctl/x.sh"])
+def test_a_file_name_with_no_place_on_the_host_is_refused(name):
+    with pytest.raises(ValueError, match="has no place on the host"):
+        agent_host.install_path(name)
+
+
+@pytest.mark.parametrize("rc, failure, hook_missing", [(3, "no_hook", True), (9, "no_shadow_points", False),
+                                                       (10, "no_btf", False), (4, "verifier", False)])
+def test_each_exit_code_of_the_agent_is_reported_by_its_meaning(monkeypatch, rc, failure, hook_missing):
+    """A shadow-mode refusal on a kernel without the attach points is not a missing hook."""
+    monkeypatch.setattr(agent_host.os.path, "exists", lambda path: True)
+
+    class Agent(FakeModule):
+        def run_command(self, argv, environ_update=None):
+            return rc, '{"failed": true, "rc": %d, "msg": "refused"}' % rc, ""
+
+    with pytest.raises(AssertionError) as failed:
+        agent_host.run_bpfoomctl(Agent(), "apply", "--mode=shadow", "/p")
+    result = failed.value.args[0]
+    assert (result["agent_failure"], result["hook_missing"], result["rc"]) == (failure, hook_missing, rc)

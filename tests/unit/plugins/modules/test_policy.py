@@ -76,7 +76,7 @@ class FakeAgentHost:
 
     def converge(self, files, check_mode):
         FakeAgentHost.check_modes.append(check_mode)
-        changed = ["/usr/local/lib/bpfoom/bpfoomctl.py"] if self.files_differ else []
+        changed = ["/usr/local/lib/bpfoom/bpfoomctl/cli.py"] if self.files_differ else []
         return {"changed": bool(changed), "files_changed": changed,
                 "digests": {path: (None, "c" * 64) for path in changed},
                 "unit_changed": False, "enable": False, "start": False, "restart": False, "mount_bpffs": False}
@@ -95,7 +95,7 @@ def host(monkeypatch, tmp_path):
     monkeypatch.setattr(policy, "package_manager", lambda: "apt")
     monkeypatch.setattr(policy, "run_bpfoomctl", lambda module, *args, result=None: Host.agent(module, *args, result=result))
     monkeypatch.setattr(policy, "AgentHost", FakeAgentHost)
-    monkeypatch.setattr(policy, "INCOMING", str(tmp_path / "incoming"))
+    monkeypatch.setattr(policy, "INCOMING_DIR", str(tmp_path / "incoming"))
     FakeAgentHost.files_differ, FakeAgentHost.check_modes = False, []
     return Host
 
@@ -130,10 +130,10 @@ def test_changed_agent_files_alone_are_a_change(capsys, host):
     host.agent = FakeAgent(attached=WEB)
     FakeAgentHost.files_differ = True
     result = run(capsys, present(WEB), diff=True)
-    assert result["changed"] and result["files_changed"] == ["/usr/local/lib/bpfoom/bpfoomctl.py"]
+    assert result["changed"] and result["files_changed"] == ["/usr/local/lib/bpfoom/bpfoomctl/cli.py"]
     assert host.agent.commands == ["status"]                           # no policy swap for new agent files
-    assert "file /usr/local/lib/bpfoom/bpfoomctl.py: absent" in result["diff"]["before"]
-    assert f"file /usr/local/lib/bpfoom/bpfoomctl.py: {'c' * 64}" in result["diff"]["after"]
+    assert "file /usr/local/lib/bpfoom/bpfoomctl/cli.py: absent" in result["diff"]["before"]
+    assert f"file /usr/local/lib/bpfoom/bpfoomctl/cli.py: {'c' * 64}" in result["diff"]["after"]
 
 
 def test_check_mode_predicts_the_swap_and_runs_only_status(capsys, host):

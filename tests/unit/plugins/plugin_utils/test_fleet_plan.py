@@ -4,7 +4,7 @@ import pytest
 
 from ansible.errors import AnsibleFilterError
 from ansible_collections.bpfoom.fleet.plugins.filter.aligned_table import aligned_table
-from ansible_collections.bpfoom.fleet.plugins.filter.group_policy import fleet_plan, fleet_stage, group_policy
+from ansible_collections.bpfoom.fleet.plugins.plugin_utils.fleet_plan import fleet_plan, fleet_stage, group_policy
 
 WEB = {"name": "web", "template": "prefer_avoid"}
 DB = {"name": "db", "template": "cgroup_priority"}

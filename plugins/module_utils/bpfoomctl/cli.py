@@ -1,0 +1,101 @@
+# Copyright: bpfoom.fleet contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""bpfoomctl's command line. Every command prints JSON on stdout (what the modules read); a failure prints
+{"failed": true, "rc": N, "msg": ...} and exits with N, one of contract.ExitCode."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from . import attach, daemon, explain, status
+from .contract import ExitCode, Failure
+from .store import Store
+
+DESCRIPTION = """attach, verify and inspect this host's BPF OOM policy.
+Python's standard library and libbpf1 (through ctypes) only: no compiler, headers or bcc on the host."""
+EPILOG = "exit codes: " + "; ".join(f"{code.value} {code.name.lower()}" for code in ExitCode)
+
+
+def positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not 1 or more")
+    return value
+
+
+def parser():
+    top = argparse.ArgumentParser(prog="bpfoomctl", description=DESCRIPTION, epilog=EPILOG, allow_abbrev=False)
+    commands = top.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def command(name, text):
+        return commands.add_parser(name, help=text, description=text, allow_abbrev=False)
+
+    apply = command("apply", "attach POLICY_DIR/policy.bpf.o (checked against its manifest.json), then detach the "
+                             "previous policy (make-before-break)")
+    apply.add_argument("--mode", choices=("enforce", "shadow"), default="enforce",
+                       help="enforce: it picks the victim (kernels with the hook); shadow: it only records what it "
+                            "would have picked (any kernel with BTF)")
+    apply.add_argument("policy_dir", metavar="POLICY_DIR", help="a policy built by bpfoom.fleet.policy_build")
+    command("boot", "re-apply the desired policy (the systemd unit's start and reload)")
+    command("detach", "detach every bpfoom policy and forget it: the kernel's own choice again")
+    command("stop", "the systemd unit's stop: detach on a requested stop; keep the policy after a crash of the "
+                    "agent or during a restart")
+    command("rollback", "re-apply the last policy that verified before the current one")
+    command("status", "what the kernel holds: hook, links, programs, policy names, counters, host inputs")
+    explain_command = command("explain", "which process the policy would kill in an OOM now, and which one the "
+                                         "kernel would kill without it; changes nothing")
+    explain_command.add_argument("--cgroup", metavar="PATH", help="an OOM of this cgroup (such as "
+                                                                  "/system.slice/nginx.service), not a global one")
+    explain_command.add_argument("--top", metavar="N", type=positive_int, default=explain.EXPLAIN_TOP,
+                                 help=f"candidates to list (default {explain.EXPLAIN_TOP})")
+    explain_command.add_argument("policy_dir", metavar="POLICY_DIR", nargs="?",
+                                 help="a built policy to preview (default: the desired one)")
+    events = command("events", "one journal entry per task the policy selected (per OOM in shadow mode); the "
+                               "metrics every 10 s (the unit's main process)")
+    events.add_argument("--once", action="store_true", help="read what is pending and return")
+    events.add_argument("--metrics-file", metavar="PATH", help="where node_exporter's textfile collector reads")
+    return top
+
+
+def run(args, store):
+    if args.command == "apply":
+        return attach.apply(store, args.policy_dir, args.mode)
+    if args.command == "explain":
+        return explain.explain(store, args.policy_dir, memcg=args.cgroup, top=args.top)
+    if args.command == "events":
+        return daemon.events(store, once=args.once, metrics_file=args.metrics_file)
+    if args.command == "status":
+        return status.status(store)
+    return {"boot": attach.boot, "detach": attach.detach, "stop": attach.stop, "rollback": attach.rollback}[
+        args.command](store)
+
+
+def main(argv, store=None):
+    args = parser().parse_args(argv[1:])        # --help: stdout, rc 0; a bad command line: usage, rc 2
+    if os.geteuid() != 0:
+        print(json.dumps({"failed": True, "rc": int(ExitCode.FAILED),
+                          "msg": "bpfoomctl needs root (CAP_BPF, CAP_PERFMON, CAP_SYS_ADMIN)"}))
+        return ExitCode.FAILED
+    store = store or Store()
+    try:
+        result = run(args, store)
+    except OSError as error:
+        if not store.writes(error.filename):
+            raise
+        failure = Failure(ExitCode.STATE_NOT_WRITABLE, (
+            f"cannot write {error.filename}: {error.strerror}; nothing was changed (the running policy and what boot "
+            f"re-applies are as before): free space in {store.root} and apply again"))
+    except Failure as caught:
+        failure = caught
+    else:
+        print(json.dumps(result, indent=1, sort_keys=True))
+        return ExitCode.OK
+    print(json.dumps({"failed": True, "rc": int(failure.code), "msg": str(failure)}))
+    print(f"bpfoomctl: {failure}", file=sys.stderr)
+    return failure.code

@@ -1,0 +1,147 @@
+# Copyright: bpfoom.fleet contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""What the kernel holds and the host offers: its BTF, bpffs, libbpf, the links on the hook and on what shadow
+mode observes, and each program's identity and counters read from its own maps."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+
+from . import abi, libbpf
+from .contract import (BPFFS, COUNTERS_MAP, HOOK_FUNCTIONS, IDENTITY_MAP, SHADOW_FUNCTIONS, VMLINUX_BTF, ExitCode,
+                       Failure)
+
+_VMLINUX_BTF = []
+
+
+def bpffs_mounted():
+    with open("/proc/self/mounts") as mounts:      # (the unit's ProcSubset=pid hides /proc/mounts)
+        return any(line.split()[1:3] == [BPFFS, "bpf"] for line in mounts)
+
+
+def cgroup_paths(root="/sys/fs/cgroup"):
+    """{cgroup id: path} of the cgroup v2 hierarchy (a cgroup's id is its directory's inode number)."""
+    paths = {}
+    for directory, _subdirs, _files in os.walk(root):
+        paths[os.stat(directory).st_ino] = directory[len(root):] or "/"
+    return paths
+
+
+def vmlinux_btf():
+    """The kernel's BTF (a libbpf pointer), parsed once per run (it is megabytes); None without BTF."""
+    if not _VMLINUX_BTF:
+        _VMLINUX_BTF.append(libbpf.lib().btf__load_vmlinux_btf())
+    return _VMLINUX_BTF[0]
+
+
+def missing_functions(names):
+    """Those of names the kernel's BTF does not have as functions (so nothing can attach to them)."""
+    btf = vmlinux_btf()
+    if not btf:
+        return list(names)
+    return [name for name in names if libbpf.lib().btf__find_by_name_kind(btf, name.encode(), abi.BTF_KIND_FUNC) < 0]
+
+
+def no_btf_failure(what):
+    return Failure(ExitCode.NO_BTF, f"this kernel ({os.uname().release}) exposes no BTF ({VMLINUX_BTF}): {what}; "
+                                    "boot a kernel built with CONFIG_DEBUG_INFO_BTF")
+
+
+def mode_failure(mode):
+    """Why this kernel cannot run a policy in mode (a Failure with its own exit code), or None."""
+    if not vmlinux_btf():
+        return no_btf_failure("no BPF policy can be loaded")
+    if mode == "enforce":
+        missing = missing_functions(HOOK_FUNCTIONS)
+        return missing and Failure(ExitCode.NO_HOOK, (
+            f"this kernel ({os.uname().release}) has no BPF OOM hook: {', '.join(missing)} not in its BTF; boot a "
+            "kernel carrying the bpf_oom_evaluate_task series, or run the policy in shadow mode"))
+    missing = missing_functions(SHADOW_FUNCTIONS)
+    return missing and Failure(ExitCode.NO_SHADOW_POINTS, (
+        f"this kernel ({os.uname().release}) cannot run a shadow policy: {', '.join(missing)} not in its BTF "
+        "(inlined, or not traceable), so nothing can observe its OOMs there"))
+
+
+def link_info(fd, btf):
+    """type, ids and, for tracing links, the attach type and the target function's name."""
+    info = libbpf.info(fd, abi.LinkInfo)
+    if info is None:
+        raise Failure(ExitCode.FAILED, f"reading BPF link info failed: {libbpf.errno_text()}")
+    target = None
+    if info.type == abi.BPF_LINK_TYPE_TRACING and info.target_btf_id:
+        btf_type = libbpf.lib().btf__type_by_id(btf, info.target_btf_id)
+        if btf_type:
+            name = libbpf.lib().btf__name_by_offset(btf, btf_type[0])     # struct btf_type: name_off first
+            target = name.decode() if name else None
+    return {"link_id": info.id, "prog_id": info.prog_id,
+            "attach_type": abi.ATTACH_TYPES.get(info.attach_type, str(info.attach_type)), "target": target}
+
+
+def _read_map_value(map_fd, map_info, value_type):
+    """The single value (key 0) of an array map, as value_type, or None (also when the sizes differ)."""
+    if map_info.value_size != ctypes.sizeof(value_type):
+        return None
+    key, value = ctypes.c_uint32(0), value_type()
+    if libbpf.lib().bpf_map_lookup_elem(map_fd, ctypes.byref(key), ctypes.byref(value)) != 0:
+        return None
+    return value
+
+
+def program_info(prog_id):
+    """Tag, name, and the policy identity and counters from the program's own maps."""
+    lib = libbpf.lib()
+    fd = lib.bpf_prog_get_fd_by_id(prog_id)
+    if fd < 0:
+        return {"prog_id": prog_id, "error": libbpf.errno_text()}
+    try:
+        map_ids = (ctypes.c_uint32 * 16)()
+        info = abi.ProgInfo(nr_map_ids=len(map_ids), map_ids=ctypes.addressof(map_ids))
+        length = ctypes.c_uint32(ctypes.sizeof(info))
+        if lib.bpf_obj_get_info_by_fd(fd, ctypes.byref(info), ctypes.byref(length)) != 0:
+            return {"prog_id": prog_id, "error": libbpf.errno_text()}
+        result = {"prog_id": prog_id, "tag": bytes(info.tag).hex(), "prog_name": abi.text(info.name)}
+        for map_id in map_ids[:min(info.nr_map_ids, len(map_ids))]:
+            map_fd = lib.bpf_map_get_fd_by_id(map_id)
+            if map_fd < 0:
+                continue
+            try:
+                map_info = libbpf.info(map_fd, abi.MapInfo)
+                map_name = abi.text(map_info.name) if map_info else None
+                if map_name == IDENTITY_MAP:
+                    identity = _read_map_value(map_fd, map_info, abi.Identity)
+                    if identity:
+                        result.update(policy_name=abi.text(identity.name), policy_hash=abi.text(identity.hash))
+                elif map_name == COUNTERS_MAP:
+                    counters = _read_map_value(map_fd, map_info, abi.Counters)
+                    if counters:
+                        result.update((name, getattr(counters, name)) for name in abi.COUNTER_NAMES)
+            finally:
+                os.close(map_fd)
+        return result
+    finally:
+        os.close(fd)
+
+
+def hook_links(btf, known=frozenset()):
+    """Every link attached to the hook, ours or not, and every bpfoom program's link on the functions shadow
+    mode observes, from the kernel's list of links: (link, its program's info) pairs. Links in `known`
+    (the agent's pinned ones, already read through their pins) are left out, so no program is read twice."""
+    lib = libbpf.lib()
+    links, next_id = [], ctypes.c_uint32(0)
+    while lib.bpf_link_get_next_id(next_id.value, ctypes.byref(next_id)) == 0:
+        if next_id.value in known:
+            continue
+        fd = lib.bpf_link_get_fd_by_id(next_id.value)
+        if fd < 0:
+            continue
+        try:
+            info = link_info(fd, btf)
+        finally:
+            os.close(fd)
+        if info["target"] not in HOOK_FUNCTIONS and info["target"] not in SHADOW_FUNCTIONS:
+            continue
+        prog = program_info(info["prog_id"])
+        if info["target"] in HOOK_FUNCTIONS or prog.get("policy_hash"):
+            links.append((info, prog))
+    return links

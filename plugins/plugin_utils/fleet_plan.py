@@ -1,0 +1,120 @@
+# Copyright: bpfoom.fleet contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Which policy each host runs and because of which group (group_policy), the fleet's plan with each distinct
+policy once (fleet_plan), and the hosts of each stage of a staged rollout (fleet_stage): the filters
+bpfoom.fleet.group_policy (plugins/filter/group_policy.py), fleet_plan and fleet_stage (plugins/filter/fleet.py)."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+from collections.abc import Mapping
+
+import yaml
+
+from ansible.errors import AnsibleFilterError
+
+
+def _policy_map(group_policies):
+    """bpfoom_group_policies as a dict: given as one, or as YAML text as an AWX survey gives it."""
+    if isinstance(group_policies, str):
+        try:
+            group_policies = yaml.safe_load(group_policies) if group_policies.strip() else {}
+        except yaml.YAMLError as error:
+            raise AnsibleFilterError(f"bpfoom_group_policies is not valid YAML: {error}") from None
+    group_policies = group_policies or {}
+    if not isinstance(group_policies, dict):
+        raise AnsibleFilterError("bpfoom_group_policies must map group names to policies, "
+                                 f"got {type(group_policies).__name__}")
+    return group_policies
+
+
+def group_policy(group_policies, group_names, fallback=None, fallback_group=None):
+    """{"group": ..., "policy": ...} for a host in group_names.
+
+    group_policies maps a group to a policy spec (a dict, or YAML text as an AWX
+    survey gives it); fallback is the host's own bpfoom_policy (group_vars),
+    used when none of its groups is in the map.
+    """
+    group_policies = _policy_map(group_policies)
+    matches = [(group, group_policies[group]) for group in group_names if group in group_policies]
+    if len({json.dumps(policy, sort_keys=True, default=str) for _group, policy in matches}) > 1:
+        raise AnsibleFilterError(f"the host is in groups {[g for g, _p in matches]} of bpfoom_group_policies "
+                                 "with different policies: give it one")
+    if matches:
+        return {"group": matches[0][0], "policy": matches[0][1]}
+    if fallback:
+        return {"group": fallback_group or ",".join(group_names) or "ungrouped", "policy": fallback}
+    return {"group": ",".join(group_names) or "ungrouped", "policy": None}
+
+
+def _plain(value):
+    """Ansible's lazy containers as plain dicts and lists (hashable as JSON, comparable)."""
+    if isinstance(value, Mapping):
+        return {str(key): _plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
+    return value
+
+
+def fleet_plan(hosts, hostvars, group_policies=None):
+    """Which policy every host runs, and each distinct policy once, in one pass on the controller.
+
+    {"hosts": {host: {"group": g, "policy": index or None}}, "policies": [policy, ...],
+     "without_policy": [host, ...]}: the build runs once per entry of "policies",
+    and each host finds its build by its index, whatever the number of hosts.
+    """
+    plan = {"hosts": {}, "policies": [], "without_policy": []}
+    seen = {}
+    group_policies = _policy_map(group_policies)         # survey text parsed once, not once per host
+    for host in hosts:
+        variables = hostvars[host]
+        try:
+            wanted = group_policy(group_policies, list(variables.get("group_names", [])),
+                                  _plain(variables.get("bpfoom_policy")), variables.get("bpfoom_group"))
+        except AnsibleFilterError as error:
+            raise AnsibleFilterError(f"{host}: {error.message}") from None
+        index = None
+        if wanted["policy"] is None:
+            plan["without_policy"].append(host)
+        else:
+            policy = _plain(wanted["policy"])
+            key = json.dumps(policy, sort_keys=True, default=str)
+            if key not in seen:
+                seen[key] = len(plan["policies"])
+                plan["policies"].append(policy)
+            index = seen[key]
+        plan["hosts"][host] = {"group": wanted["group"], "policy": index}
+    return plan
+
+
+STAGES = ("all", "canary", "wave", "rest")
+
+
+def fleet_stage(plan, stage="all", wave_percent=10, done=()):
+    """The hosts of one stage of a staged rollout (the AWX workflow's canary, wave and rest nodes).
+
+    Hosts keep the plan's order, the play's: the inventory's (AWX orders an inventory by name).
+    canary: the first host of each distinct policy: every policy is proven before it spreads.
+    wave: wave_percent % of the hosts not in `done` (rounded up), taken in turn from each policy, so
+    each policy's exposure grows alike. rest: every planned host not in `done`. all: every planned host.
+    `done` is the hosts earlier stages took (their artifacts): a sliced node sees only its slice of the
+    inventory, so it cannot work out which hosts were the canaries; it is told.
+    """
+    if stage not in STAGES:
+        raise AnsibleFilterError(f"bpfoom_stage must be one of {', '.join(STAGES)}, not {stage!r}")
+    done = set(done or ())
+    planned = [host for host, entry in plan["hosts"].items() if entry["policy"] is not None and host not in done]
+    by_policy = {}
+    for host in planned:
+        by_policy.setdefault(plan["hosts"][host]["policy"], []).append(host)
+    if stage == "canary":
+        taken = {hosts[0] for hosts in by_policy.values()}
+    elif stage == "wave":
+        # One host of each policy in turn: the first of each, then the second of each...
+        turns = [host for row in itertools.zip_longest(*by_policy.values()) for host in row if host is not None]
+        taken = set(turns[:math.ceil(len(planned) * int(wave_percent) / 100)])
+    else:
+        taken = set(planned)
+    return [host for host in planned if host in taken]
