@@ -75,7 +75,7 @@ lab-artifacts: deps
 # Every lab test, on a fleet of its own (build/test-lab), stopped on any outcome.
 lab: venv collection-link lab-artifacts
 	rm -rf $(TEST_LAB)
-	status=0; BPFOOM_TEST_LAB_DIR=$(TEST_LAB) pytest -m lab tests/kernel || status=$$?; \
+	status=0; BPFOOM_TEST_LAB_DIR=$(TEST_LAB) pytest -m lab tests/kernel tests/fleet || status=$$?; \
 	BPFOOM_LAB_DIR=$(TEST_LAB) $(LABCTL) down; \
 	tests/lab/check-no-leftovers $(TEST_LAB); exit $$status
 

@@ -7,6 +7,7 @@ where a test or benchmark drives bpfoomctl without Ansible.
 
 import json
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -65,6 +66,39 @@ def install_agent(host: dict) -> None:
         shim.flush()
         fleet.copy_to(host, Path(shim.name), contract.COMMAND)
     fleet.run_on(host, f"chmod 0755 {contract.COMMAND}")
+
+
+def build_baseline(ref, work, policies):
+    """REF's own catalog builds the policies (git archive REF): {name: (REF's tree, the policy's entry)}."""
+    tree = work / "baseline"
+    tree.mkdir()
+    archive = subprocess.run(["git", "-C", str(TESTS.parent), "archive", ref], capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
+    script = ("import json, sys; sys.path.insert(0, sys.argv[1]); import checkout, policytools; "
+              "print(json.dumps({name: str(policytools.build_policy(policy, sys.argv[2])) "
+              "for name, policy in json.loads(sys.argv[3]).items()}))")
+    built = subprocess.run([sys.executable, "-c", script, str(tree / "tests"), str(work / "baseline-objects"),
+                            json.dumps(policies)], capture_output=True, text=True, check=True,
+                           env={k: v for k, v in os.environ.items() if k != "ANSIBLE_COLLECTIONS_PATH"})
+    entries = json.loads(built.stdout)
+    return {name: (tree, Path(entry)) for name, entry in entries.items()}
+
+
+def install_baseline_agent(host, tree, label):
+    """REF's agent on the host as /root/LABEL-agent/bpfoomctl, a command as this checkout's: the one-file agent
+    of older commits (roles/agent/files/bpfoomctl.py) or the package (plugins/module_utils/bpfoomctl/)."""
+    home = f"/root/{label}-agent"
+    fleet.run_on(host, f"rm -rf {home} && install -d -m 0755 {home}")
+    package = tree / "plugins" / "module_utils" / "bpfoomctl"
+    if package.is_dir():
+        fleet.copy_to(host, package, home)
+    else:
+        fleet.copy_to(host, tree / "roles" / "agent" / "files" / "bpfoomctl.py", f"{home}/bpfoomctl.py")
+    main = "bpfoomctl.cli" if package.is_dir() else "bpfoomctl"
+    run = (f"exec python3 -I -S -c 'import sys; sys.path.insert(0, \"{home}\"); from {main} import main; "
+           "sys.exit(main(sys.argv))' \"$@\"")
+    fleet.run_on(host, f"printf '%s\\n' '#!/bin/sh' {shlex.quote(run)} > {home}/bpfoomctl && chmod 0755 {home}/bpfoomctl")
+    return f"{home}/bpfoomctl"
 
 
 def upload_policy(host: dict, entry: Path, remote: str) -> None:

@@ -18,9 +18,10 @@ side in one run:
   programs ran during it. With --baseline REF, the same policies built and
   applied by REF's own catalog and agent (git archive REF) run in turn with
   this checkout's, alternating OOM by OOM.
-- Each OOM's first victim comes from the OOM cgroup's own memory.events and
-  the victims' exit status, not from the kernel log (which 1,000 tasks overflow
-  between two reads).
+- Each scenario's first victim is the first hog a blocking waitpid() reaps
+  killed by SIGKILL (the order they died in), beside the OOM kills of the
+  cgroup's memory.events: not the kernel log, which 1,000 tasks overflow
+  between two reads.
 """
 
 import argparse
@@ -35,14 +36,14 @@ sys.path.insert(0, str(TESTS))
 # Importing checkout sets up this checkout as the collection, and the test helpers importable.
 import checkout  # noqa: E402,F401  # pylint: disable=unused-import
 
+from ansible_collections.bpfoom.fleet.plugins.module_utils.bpfoomctl import contract  # noqa: E402
 from fleetlab import fleet  # noqa: E402
-from policytools import build_policy, install_agent, upload_policy  # noqa: E402
+from policytools import build_baseline, build_policy, install_agent, install_baseline_agent, upload_policy  # noqa: E402
 
 PREFER_B = {"name": "prefer_b", "template": "prefer_avoid", "params": {"prefer": {"comm": ["hog_b"]}}}
 KEEP_SSH = {"name": "keep_ssh", "template": "prefer_avoid",
             "params": {"prefer": {"comm": ["hog_b"]}, "avoid": {"cgroup": ["sshd.service"], "uid": [65534]}}}
 POLICIES = {"prefer_b": PREFER_B, "keep_ssh": KEEP_SSH}
-REPO = TESTS.parent
 
 # On the host. Arguments: TASKS RUNS VARIANT... (VARIANT: LABEL=AGENT:POLICY_DIR). Prints the figures as JSON.
 GUEST = r"""
@@ -111,23 +112,39 @@ def memcg_oom(mode):
     ns0, cnt0 = bpf_run_ns(names)
     hogs.append(subprocess.Popen(["/root/memhog", "hog_c", "28"], stdout=subprocess.DEVNULL,    # the trigger
                                  preexec_fn=lambda: write(CG + "/cgroup.procs", str(os.getpid()))))
-    deadline = time.monotonic() + 60
-    while all(h.poll() is None for h in hogs) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    # The first victim: the hog that ended first, by SIGKILL (an exit status cannot wrap as the kernel's log does).
-    victims = [name for h, name in zip(hogs, ["hog_a", "hog_b", "hog_c"]) if h.poll() == -9]
+    # The victims in the order they died: a blocking wait returns as each hog dies (it cannot wrap, as the
+    # kernel's log does with 1,000 tasks between two reads). Until the trigger ends or 60 s pass.
+    by_pid, order = {h.pid: (h, name) for h, name in zip(hogs, ["hog_a", "hog_b", "hog_c"])}, []
+    def timeout(*_):
+        raise TimeoutError
+    signal.signal(signal.SIGALRM, timeout)
+    signal.alarm(60)
+    while len(order) < len(hogs):
+        try:
+            pid, status = os.waitpid(-1, 0)
+        except TimeoutError:
+            break
+        if pid in by_pid:
+            proc, name = by_pid[pid]
+            proc.returncode = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
+            order.append(name + ("" if proc.returncode == -9 else "(exited)"))
+            if name == "hog_c" or proc.returncode == -9 and len(order) == 1:
+                signal.alarm(2)         # the trigger is gone, or the first victim: what else dies, within 2 s
+    signal.alarm(0)
+    victims = [name for name in order if not name.endswith("(exited)")]
     time.sleep(0.5)
     ns1, cnt1 = bpf_run_ns(names)
     ooms = int(dict(line.split() for line in open(CG + "/memory.events"))["oom_kill"])
     write(CG + "/cgroup.kill", "1")
     for proc in hogs:
-        proc.wait()
+        if proc.returncode is None:
+            proc.wait()
     os.waitpid(parent, 0)
     while open(CG + "/cgroup.procs").read().strip():
         time.sleep(0.05)
     os.rmdir(CG)
     return {"ns": (ns1 - ns0) / max(ooms, 1), "runs": (cnt1 - cnt0) / max(ooms, 1), "ooms": ooms,
-            "victim": "+".join(victims) or None}
+            "victim": victims[0] if victims else None, "killed": victims}
 
 write("/proc/sys/kernel/bpf_stats_enabled", "1")
 variants = [arg.split("=", 1) for arg in sys.argv[3:]]
@@ -138,34 +155,18 @@ for _ in range(runs):
     figures["status_s"].append(timed(["bpfoomctl", "status"]))
     for label, spec in variants:        # a preview of each variant's policy by its own agent: nothing attached
         agent, policy = spec.split(":")
-        figures["explain_s"].setdefault(label, []).append(timed(["python3", agent, "explain", policy]))
+        figures["explain_s"].setdefault(label, []).append(timed([agent, "explain", policy]))
 stop(parent)
 for _ in range(runs):
     for label, spec in variants:
         agent, policy = spec.split(":")
         for mode in ("enforce", "shadow"):
-            subprocess.run(["python3", agent, "detach"], check=True, stdout=subprocess.DEVNULL)
-            subprocess.run(["python3", agent, "apply", "--mode=" + mode, policy], check=True, stdout=subprocess.DEVNULL)
+            subprocess.run([agent, "detach"], check=True, stdout=subprocess.DEVNULL)
+            subprocess.run([agent, "apply", "--mode=" + mode, policy], check=True, stdout=subprocess.DEVNULL)
             figures["ooms"].setdefault(f"{label} {mode}", []).append(memcg_oom(mode))
-            subprocess.run(["python3", agent, "detach"], check=True, stdout=subprocess.DEVNULL)
+            subprocess.run([agent, "detach"], check=True, stdout=subprocess.DEVNULL)
 print(json.dumps(figures))
 """
-
-
-def build_baseline(ref, work):
-    """REF's own catalog builds the policies and REF's agent applies them: {name: (agent file, policy entry)}."""
-    tree = work / "baseline"
-    tree.mkdir()
-    archive = subprocess.run(["git", "-C", str(REPO), "archive", ref], capture_output=True, check=True).stdout
-    subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
-    script = ("import json, sys; sys.path.insert(0, sys.argv[1]); import checkout, policytools; "
-              "print(json.dumps({name: str(policytools.build_policy(policy, sys.argv[2])) "
-              "for name, policy in json.loads(sys.argv[3]).items()}))")
-    built = subprocess.run([sys.executable, "-c", script, str(tree / "tests"), str(work / "baseline-objects"),
-                            json.dumps(POLICIES)], capture_output=True, text=True, check=True,
-                           env={k: v for k, v in os.environ.items() if k != "ANSIBLE_COLLECTIONS_PATH"})
-    entries = json.loads(built.stdout)
-    return {name: (tree / "roles" / "agent" / "files" / "bpfoomctl.py", Path(entry)) for name, entry in entries.items()}
 
 
 def median(values):
@@ -185,18 +186,16 @@ def main() -> int:
         install_agent(host)
         fleet.copy_to(host, memhog, "/root/memhog")
         variants = []
-        builds = {"now": {name: (Path("/usr/local/lib/bpfoom/bpfoomctl.py"), build_policy(policy, work / "objects"))
-                          for name, policy in POLICIES.items()}}
+        builds = {"now": {name: (None, build_policy(policy, work / "objects")) for name, policy in POLICIES.items()}}
         if args.baseline:
-            builds[args.baseline] = build_baseline(args.baseline, work)
+            builds[args.baseline] = build_baseline(args.baseline, work, POLICIES)
         for label, built in builds.items():
-            for name, (agent, entry) in built.items():
+            agent = contract.COMMAND
+            for name, (tree, entry) in built.items():
                 remote = f"/root/{label}-{name}"
                 upload_policy(host, entry, remote)
-                if not str(agent).startswith("/usr/local"):
-                    fleet.run_on(host, f"install -d -m 0755 /root/{label}-agent")
-                    fleet.copy_to(host, agent, f"/root/{label}-agent/bpfoomctl.py")
-                    agent = Path(f"/root/{label}-agent/bpfoomctl.py")
+                if tree is not None and agent == contract.COMMAND:
+                    agent = install_baseline_agent(host, tree, label)
                 variants.append(f"{name}@{label}={agent}:{remote}")
         guest = work / "cost.py"
         guest.write_text(GUEST)
@@ -215,6 +214,7 @@ def main() -> int:
         calls = median([run["runs"] for run in runs])
         print(f"  memcg OOM, {label:24}: the policy's programs ran {per_oom:8.1f} us in {calls:.0f} calls per OOM "
               f"(first victims: {', '.join(str(run['victim']) for run in runs)}; "
+              f"killed in order: {'; '.join('+'.join(run['killed']) or '-' for run in runs)}; "
               f"OOMs per scenario: {', '.join(str(run['ooms']) for run in runs)})")
     return 0
 

@@ -1,12 +1,7 @@
-"""Fixtures of the kernel acceptance tests: a booted lab fleet and helpers to drive it.
-
-The fleet (two hosts with the hook, one without) lives in its own lab
-directory, so it never touches a fleet a developer has up, and it is stopped
-(qemu processes and overlays) when the session ends, whatever the outcome.
-"""
+"""Fixtures of the host-side lab tests (the hook, the catalog's policies, the agent): helpers to drive a lab
+host; the booted fleet is the `lab` fixture of tests/conftest.py."""
 
 import json
-import os
 import shlex
 import subprocess
 from pathlib import Path
@@ -21,17 +16,7 @@ GUEST_DIR = "/root/bpfoom-test"
 PIN_ROOT = "/sys/fs/bpf/bpfoom-test"
 CORE_INCLUDE = common.REPO_ROOT / "templates" / "bpf" / "include"
 OOM_SMOKE = common.REPO_ROOT / "plugins" / "module_utils" / "oom_smoke.py"
-FLEET = ["hook=2", "nohook=1:unpatched"]
-
-
-@pytest.fixture(scope="session")
-def lab(tmp_path_factory):
-    os.environ["BPFOOM_LAB_DIR"] = os.environ.get("BPFOOM_TEST_LAB_DIR") or str(tmp_path_factory.mktemp("lab"))
-    try:
-        fleet.up(FLEET, memory_mib=768)
-        yield fleet.load_fleet()["hosts"]
-    finally:
-        fleet.down()
+# The fleet itself (fixture `lab`) is tests/conftest.py's: the fleet-side tests (tests/fleet/) share it.
 
 
 @pytest.fixture(scope="session")

@@ -1,6 +1,6 @@
 """fleetlab.awx's model of AWX (slicing, a node's variables, the workflow's graph) with fake jobs.
 
-The lab tier runs the real jobs (tests/kernel/test_awx_workflow.py); these pin down the rules
+The lab tier runs the real jobs (tests/fleet/test_awx_workflow.py); these pin down the rules
 taken from AWX's source, one by one.
 """
 

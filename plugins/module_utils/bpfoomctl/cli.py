@@ -63,6 +63,11 @@ def parser():
     return top
 
 
+def say(text, stream=None):
+    """One line on stdout (the JSON the modules read) or stderr."""
+    (stream or sys.stdout).write(text + "\n")
+
+
 def run(args, store):
     if args.command == "apply":
         return attach.apply(store, args.policy_dir, args.mode)
@@ -79,8 +84,8 @@ def run(args, store):
 def main(argv, store=None):
     args = parser().parse_args(argv[1:])        # --help: stdout, rc 0; a bad command line: usage, rc 2
     if os.geteuid() != 0:
-        print(json.dumps({"failed": True, "rc": int(ExitCode.FAILED),
-                          "msg": "bpfoomctl needs root (CAP_BPF, CAP_PERFMON, CAP_SYS_ADMIN)"}))
+        say(json.dumps({"failed": True, "rc": int(ExitCode.FAILED),
+                        "msg": "bpfoomctl needs root (CAP_BPF, CAP_PERFMON, CAP_SYS_ADMIN)"}))
         return ExitCode.FAILED
     store = store or Store()
     try:
@@ -94,8 +99,8 @@ def main(argv, store=None):
     except Failure as caught:
         failure = caught
     else:
-        print(json.dumps(result, indent=1, sort_keys=True))
+        say(json.dumps(result, indent=1, sort_keys=True))
         return ExitCode.OK
-    print(json.dumps({"failed": True, "rc": int(failure.code), "msg": str(failure)}))
-    print(f"bpfoomctl: {failure}", file=sys.stderr)
+    say(json.dumps({"failed": True, "rc": int(failure.code), "msg": str(failure)}))
+    say(f"bpfoomctl: {failure}", sys.stderr)
     return failure.code

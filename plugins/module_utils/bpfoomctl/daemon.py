@@ -105,7 +105,7 @@ class HostInputs:
             with self.store.lock():     # not while an apply swaps the policy
                 reports = inputs.refresh(key, manifest)
         except Failure as failure:
-            print(f"bpfoomctl: cannot refresh the policy's host inputs: {failure}", file=sys.stderr)
+            sys.stderr.write(f"bpfoomctl: cannot refresh the policy's host inputs: {failure}\n")
             return
         if same:                        # the same policy: each change of what it resolves to is an entry
             problems = {report["map"]: report["problem"] for report in self.reports}
@@ -152,8 +152,8 @@ def events(store, once=False, metrics_file=None):
             written = metrics.write_metrics(metrics_file, metrics.metrics_text(
                 view, hook, state["count"], time.time(), host_inputs.of(desired)))
             if not written and not metrics_failed:
-                print(f"bpfoomctl: cannot write {metrics_file} (its directory must exist when the agent starts): "
-                      "no metrics", file=sys.stderr)
+                sys.stderr.write(f"bpfoomctl: cannot write {metrics_file} (its directory must exist when the agent "
+                                 "starts): no metrics\n")
             metrics_failed = not written
         # Cheap to poll: a new policy (or the same one attached anew) shows as another events map.
         fd = pins.events_fd(desired) if desired else -1

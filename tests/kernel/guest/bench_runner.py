@@ -1,9 +1,10 @@
 """Run on a lab host by tests/benchmarks/apply_vs_bcc.py: times whole processes.
 
-  bench_runner.py RUNS POLICY_DIR
+  bench_runner.py RUNS LABEL=AGENT:POLICY_DIR...
 
 For each run, the wall time and peak RSS (wait4's ru_maxrss) of one whole
-process: `bpfoomctl apply POLICY_DIR` (after an untimed detach), then bcc
+process: `AGENT apply POLICY_DIR` (after an untimed detach) of each agent in
+turn (this checkout's bpfoomctl, an earlier commit's), then bcc
 (/usr/bin/python3, python3-bpfcc) compiling and loading a counter-only
 KMOD_RET evaluator and attaching it, and a single try at bcc building the real evaluator
 (one that reads task->comm). Prints JSON.
@@ -73,19 +74,21 @@ def summary(samples):
 
 
 def main(argv):
-    runs, policy_dir = int(argv[1]), argv[2]
-    applies = []
+    runs = int(argv[1])
+    agents = {label: spec.split(":", 1) for label, spec in (arg.split("=", 1) for arg in argv[2:])}
+    applies = {label: [] for label in agents}
     for _run in range(runs):
-        subprocess.run(["bpfoomctl", "detach"], stdout=subprocess.DEVNULL, check=True)
-        applies.append(timed(["bpfoomctl", "apply", policy_dir]))
-    subprocess.run(["bpfoomctl", "detach"], stdout=subprocess.DEVNULL, check=True)
+        for label, (agent, policy_dir) in agents.items():
+            subprocess.run([agent, "detach"], stdout=subprocess.DEVNULL, check=True)
+            applies[label].append(timed([agent, "apply", policy_dir]))
+            subprocess.run([agent, "detach"], stdout=subprocess.DEVNULL, check=True)
     with open("/tmp/bcc_counter.py", "w") as handle:
         handle.write(BCC_COUNTER)
     with open("/tmp/bcc_real.py", "w") as handle:
         handle.write(BCC_REAL)
     bcc = [timed(["/usr/bin/python3", "/tmp/bcc_counter.py"]) for _run in range(max(3, runs // 2))]
     real = timed(["/usr/bin/python3", "/tmp/bcc_real.py"])
-    print(json.dumps({"apply": summary(applies), "bcc_counter": summary(bcc),
+    print(json.dumps({"apply": {label: summary(samples) for label, samples in applies.items()}, "bcc_counter": summary(bcc),
                       "bcc_real_evaluator": {"ok": real["ok"], "wall_s": real["wall_s"],
                                              "error_tail": real["error"][-600:]}}))
     return 0

@@ -79,5 +79,5 @@ def test_metrics_say_whether_each_host_input_resolves(problem, value):
     view = {"attached_policy": {"policy_name": "p", "policy_hash": "h", "mode": "enforce"},
             "policies": [{"attached": True}]}
     text = metrics.metrics_text(view, True, 0, 0, [{"map": "bpfoom_target_pids", "target": "x.service",
-                                                     "pid": 5, "problem": problem}])
+                                                   "pid": 5, "problem": problem}])
     assert f'\nbpfoom_host_input_ok{{map="bpfoom_target_pids",input="x.service"}} {value}\n' in text

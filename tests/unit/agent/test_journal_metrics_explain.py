@@ -23,7 +23,7 @@ def parse_native(payload: bytes) -> dict:
 def test_a_chosen_process_name_cannot_forge_a_field_or_cut_the_message():
     comm = "x\nPRIORITY=0\nMESSAGE=forged"
     payload = journal.journal_payload({"MESSAGE": f"selected {journal.printable(comm)}[7]", "PRIORITY": 5,
-                                         "BPFOOM_VICTIM_COMM": comm})
+                                       "BPFOOM_VICTIM_COMM": comm})
     fields = parse_native(payload)
     assert fields == {"MESSAGE": b"selected x\\nPRIORITY=0\\nMESSAGE=forged[7]", "PRIORITY": b"5",
                       "BPFOOM_VICTIM_COMM": comm.encode()}

@@ -128,8 +128,8 @@ def test_an_older_layout_and_a_module_that_is_gone_are_removed(root):
     (old / "bpfoomctl" / "gone.py").write_text("a module of an older package\n")
     module = FakeModule(active=True, enabled=True)
     plan = converge(module)
-    assert sorted(plan["files_removed"]) == sorted(str(old / name) for name in ("bpfoomctl.py", "__pycache__",
-                                                                               "bpfoomctl/gone.py"))
+    removed = ("bpfoomctl.py", "__pycache__", "bpfoomctl/gone.py")
+    assert sorted(plan["files_removed"]) == sorted(str(old / name) for name in removed)
     assert plan["restart"] and sorted(os.listdir(old)) == ["bpfoomctl"]
     assert sorted(os.listdir(old / "bpfoomctl")) == ["cli.py", "contract.py"]
     assert not converge(FakeModule())["changed"]                                  # and then nothing to do
