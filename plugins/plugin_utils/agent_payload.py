@@ -62,7 +62,8 @@ def agent_files(action, task_vars, options):
         text = trust_as_template(handle.read())
     variables = dict(task_vars, ansible_managed=task_vars.get("ansible_managed", "Ansible managed"),
                      agent_oom_score_adj=options["oom_score_adj"], agent_restart_sec=options["restart_sec"],
-                     agent_metrics_file=options["metrics_file"])
+                     agent_metrics_file=options["metrics_file"], bpfoom_command=contract.COMMAND,
+                     bpfoom_state_dir=contract.STATE_DIR, bpfoom_bpffs=contract.BPFFS)
     templar = action._templar.copy_with_new_env(available_variables=variables)
     files[UNIT_NAME] = templar.template(text).encode()
     return {name: base64.b64encode(content).decode() for name, content in files.items()}
