@@ -26,7 +26,6 @@ side in one run:
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
