@@ -11,7 +11,7 @@ import time
 
 from . import abi, kernel, libbpf
 from .attach import open_policy
-from .contract import EXPLAIN_PROGRAM, ExitCode, Failure
+from .contract import EXPLAIN_PROGRAM, VMLINUX_BTF, ExitCode, Failure
 from .journal import basis_view
 from .store import split_key
 
@@ -127,7 +127,7 @@ def explain(store, policy_dir=None, memcg=None, top=EXPLAIN_TOP):
                                            "(bpfoomctl explain DIR)")
         policy_dir = store.policy_dir(split_key(desired)[0])
     manifest = store.manifest(policy_dir)
-    if not kernel.vmlinux_btf():
+    if not os.path.exists(VMLINUX_BTF):     # not parsed here: libbpf parses it once, for the load
         raise kernel.no_btf_failure("no BPF program can rank its tasks")
     paths = kernel.cgroup_paths()
     if memcg and memcg not in paths.values():

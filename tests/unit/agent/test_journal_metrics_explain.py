@@ -1,5 +1,7 @@
-"""Unit tests of what bpfoomctl writes to the journal and of the kernel's info types it reads."""
+"""Unit tests of what bpfoomctl writes to the journal, of the kernel's info types it reads, of its metrics and of
+explain's ranking."""
 
+import os
 
 import pytest
 
@@ -144,3 +146,13 @@ def test_explain_for_a_memcg_oom_keeps_its_tasks_and_skips_never(oom_scores):
     ranked, kernel = explain.rank_candidates(tasks, "kernel", memcg="/batch.slice", paths=paths)
     assert [t["pid"] for t in ranked] == [2] and ranked[0]["cgroup"] == "/batch.slice/job.scope"
     assert kernel["pid"] == 3                                # the kernel knows nothing of NEVER
+
+
+def test_explain_leaves_out_itself_and_the_chain_that_ran_it(oom_scores):
+    """On a quiet host the module's own interpreter would otherwise be the policy's victim (verify's WOULD KILL NOW)."""
+    chain = explain.observers()
+    assert chain[0] == os.getpid() and os.getppid() in chain and 1 not in chain
+    oom_scores.update({chain[0]: 999, 4242: 10})
+    ranked, kernel = explain.rank_candidates([candidate(chain[0], 5, 1), candidate(4242, 1, 2)], "kernel",
+                                             left_out=chain)
+    assert [t["pid"] for t in ranked] == [4242] and kernel["pid"] == 4242
