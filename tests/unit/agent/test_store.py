@@ -210,3 +210,17 @@ def test_rollback_goes_back_to_the_mode_that_verified(state, tmp_path):
     assert attach.rollback_target(state) == {"policy_name": "web", "policy_hash": web, "mode": "shadow"}
     assert split_key(pin_key(web, "shadow")) == (web, "shadow")
     assert split_key(web) == (web, "enforce")
+
+
+@pytest.mark.parametrize("btf, missing, mode, code", [
+    (True, ["bpf_oom_evaluate_task"], "enforce", ExitCode.NO_HOOK),
+    (True, ["oom_badness"], "shadow", ExitCode.NO_SHADOW_POINTS),        # not a missing hook
+    (False, [], "shadow", ExitCode.NO_BTF),
+    (False, [], "enforce", ExitCode.NO_BTF),
+])
+def test_what_a_kernel_lacks_for_a_mode_has_its_own_exit_code(monkeypatch, btf, missing, mode, code):
+    from bpfoomctl import kernel
+    monkeypatch.setattr(kernel, "vmlinux_btf", lambda: 1 if btf else None)
+    monkeypatch.setattr(kernel, "missing_functions", lambda names: [name for name in missing if name in names])
+    failure = kernel.mode_failure(mode)
+    assert failure.code == code
