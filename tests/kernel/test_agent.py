@@ -13,11 +13,16 @@ import pytest
 
 from fleetlab import fleet
 from ansible_collections.bpfoom.fleet.plugins.module_utils.bpfoomctl.journal import MESSAGE_IDS  # the agent's own
-from policytools import build_policy, run_playbook
+from ansible_collections.bpfoom.fleet.plugins.module_utils.bpfoomctl import contract
+from policytools import AGENT_PACKAGE, build_policy, run_playbook
 
 pytestmark = pytest.mark.lab
 
 PLAYBOOKS = Path(__file__).resolve().parent / "playbooks"
+# Every file an agent install writes: the package's modules, the command, the unit.
+AGENT_PATHS = sorted([f"{contract.PACKAGE_DIR}/{module.name}" for module in AGENT_PACKAGE.glob("*.py")]
+                     + [contract.COMMAND, contract.UNIT_FILE])
+OLD_AGENT = f"{contract.LIB_DIR}/bpfoomctl.py"
 PREFER_B = {"name": "prefer_b", "template": "prefer_avoid", "params": {"prefer": {"comm": ["hog_b"]}}}
 PREFER_C = {"name": "prefer_c", "template": "prefer_avoid", "params": {"prefer": {"comm": ["hog_c"]}}}
 
@@ -82,16 +87,25 @@ def test_policy_module_installs_the_agent_in_the_same_execution(lab, agent_lab):
         assert process.returncode == 0, process.stdout[-3000:]
         predicted = results["Run the policy"]["hook2"]
         assert predicted["changed"] and predicted["policy_name"] == "prefer_c"
-        assert predicted["agent"]["start"] and predicted["agent"]["mount_bpffs"] and len(predicted["files_changed"]) == 3
+        assert predicted["agent"]["start"] and predicted["agent"]["mount_bpffs"]
+        assert sorted(predicted["files_changed"]) == AGENT_PATHS
         assert fleet.run_on(host, "test -e /usr/local/sbin/bpfoomctl", check=False).returncode == 1
 
         process, results = play(agent_lab, "apply_policy.yml", "hook2", policy=PREFER_C)
         assert process.returncode == 0, process.stdout[-3000:]
         applied = results["Run the policy"]["hook2"]
-        assert applied["policy_name"] == "prefer_c" and len(applied["files_changed"]) == 3
+        assert applied["policy_name"] == "prefer_c" and sorted(applied["files_changed"]) == AGENT_PATHS
         assert fleet.run_on(host, "systemctl is-active bpfoom.service").stdout.strip() == "active"
         assert fleet.run_on(host, "stat -c '%a %U' /usr/local/sbin/bpfoomctl /var/lib/bpfoom").stdout.split("\n")[:2] \
             == ["755 root", "700 root"]
+
+        # What an older agent left (the one-file layout) goes at the next install; the agent restarts.
+        fleet.run_on(host, f"echo 'the one-file agent' > {OLD_AGENT}")
+        process, results = play(agent_lab, "apply_policy.yml", "hook2", policy=PREFER_C)
+        assert process.returncode == 0, process.stdout[-3000:]
+        upgraded = results["Run the policy"]["hook2"]
+        assert upgraded["files_removed"] == [OLD_AGENT] and upgraded["agent"]["restart"] and upgraded["changed"]
+        assert fleet.run_on(host, f"test -e {OLD_AGENT}", check=False).returncode == 1
     finally:
         fleet.run_on(host, "mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf")
         play(agent_lab, "agent.yml", "hook2")
