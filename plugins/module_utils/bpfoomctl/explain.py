@@ -27,21 +27,13 @@ def _oom_score(pid):
         return None
 
 
-def _parent(pid):
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            return int(handle.read().rpartition(")")[2].split()[1])
-    except (OSError, ValueError, IndexError):
-        return 0
-
-
 def observers(pid=None):
     """This process and the chain that ran it (a module's interpreter, its shell, an SSH session), below PID 1:
     they exist because someone asked, and are gone before any OOM this explain is about."""
     chain, pid = [], pid or os.getpid()
     while pid > 1 and pid not in chain:
         chain.append(pid)
-        pid = _parent(pid)
+        pid = kernel.proc_stat_field(pid, 4) or 0        # the parent's PID
     return chain
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import ctypes
 import os
 
-from . import abi, libbpf, pins
+from . import abi, kernel, libbpf, pins
 from .contract import ExitCode, Failure
 from .store import check_safe
 
@@ -60,12 +60,7 @@ def resolve_units(names):
 
 def start_ticks(pid):
     """The starttime of /proc/PID/stat (clock ticks since boot), or None when no such process runs."""
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            fields = handle.read().rpartition(")")[2].split()
-        return int(fields[19])          # field 22; fields[0] is field 3 (the state)
-    except (OSError, ValueError, IndexError):
-        return None
+    return kernel.proc_stat_field(pid, 22)
 
 
 def resolve_target(pid_of):

@@ -20,6 +20,16 @@ def bpffs_mounted():
         return any(line.split()[1:3] == [BPFFS, "bpf"] for line in mounts)
 
 
+def proc_stat_field(pid, number):
+    """Field NUMBER (as proc(5) counts them, from 1) of /proc/PID/stat as an integer, or None when no such process
+    runs. Read after the command name's closing parenthesis: a process may put any character in its name."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return int(handle.read().rpartition(")")[2].split()[number - 3])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def cgroup_paths(root="/sys/fs/cgroup"):
     """{cgroup id: path} of the cgroup v2 hierarchy (a cgroup's id is its directory's inode number)."""
     paths = {}
