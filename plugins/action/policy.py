@@ -25,12 +25,19 @@ class ActionModule(ActionBase):
         host = task_vars.get("inventory_hostname", "the host")
         args = dict(self._task.args)
         build = args.pop("build", None)
+        proven = args.pop("proven_policies", None)
         if args.get("state", "present") == "absent":     # detaching installs nothing
             result.update(host_named(host, self._execute_module(module_name="bpfoom.fleet.policy", module_args=args,
                                                                 task_vars=task_vars)))
             return result
         if not args.get("rollback_from"):
             args.update(self._policy_args(host, build))
+            if proven is not None and build.get("policy_hash") not in proven:
+                raise AnsibleActionFail(
+                    f"{host}: {build.get('policy_name')} ({str(build.get('policy_hash'))[:12]}) is not a policy this "
+                    f"workflow's canary proved ({', '.join(proven.values()) or 'none'}): the policy map, the "
+                    "group_vars or the collection changed since the canary ran. Launch the workflow again, from its "
+                    "canary.")
         result.update(run_with_agent(self, task_vars, "bpfoom.fleet.policy", args))
         return result
 

@@ -27,9 +27,10 @@ import atexit
 import json
 import os
 
+from ansible import context
 from ansible.plugins.callback import CallbackBase
 
-from ansible_collections.bpfoom.fleet.plugins.plugin_utils.rollout_report import report
+from ansible_collections.bpfoom.fleet.plugins.plugin_utils.rollout_report import NOTED, host_entry, report
 
 # The rollout marks its batch play with this play variable (the report is only about rollouts).
 ROLLOUT_PLAY_VAR = "_bpfoom_batches"
@@ -47,7 +48,8 @@ class CallbackModule(CallbackBase):
         self._pid = os.getpid()
         self._hosts = []             # the rollout's hosts, in play order
         self._groups = {}            # host -> group, from the plan
-        self._outcomes = {}          # host -> the outcome the playbook noted
+        self._noted = {}             # host -> what the rollout registered on it (NOTED name -> value)
+        self._stopped_by = None      # the hosts whose batch stopped the rollout
         self._kernels = {}           # host -> the last policy result (the kernel, read back)
         self._in_flight = {}         # host -> the task it runs now
         self._report_file = None
@@ -67,23 +69,31 @@ class CallbackModule(CallbackBase):
     def v2_runner_on_start(self, host, task):
         self._in_flight[host.name] = task.get_name()
 
+    def _note(self, result):
+        host = result._host.name
+        self._in_flight.pop(host, None)
+        if result._task.register in NOTED:
+            self._noted.setdefault(host, {})[result._task.register] = result._result
+        if result._task.action in POLICY_MODULES:
+            self._kernels[host] = result._result
+
     def v2_runner_on_ok(self, result):
-        self._in_flight.pop(result._host.name, None)
+        self._note(result)
         facts = result._result.get("ansible_facts") or {}
         if "_bpfoom_plan" in facts:
             self._groups = {host: plan["group"] for host, plan in facts["_bpfoom_plan"]["hosts"].items()}
-        if "_bpfoom_outcome" in facts:
-            self._outcomes[result._host.name] = facts["_bpfoom_outcome"]
+        if "_bpfoom_failure" in facts:
+            self._noted.setdefault(result._host.name, {})["_bpfoom_failure"] = facts["_bpfoom_failure"]
+        if "_bpfoom_stopped_by" in facts:
+            self._stopped_by = facts["_bpfoom_stopped_by"]
         if "_bpfoom_report" in facts:
             self._reported = True
-        if result._task.action in POLICY_MODULES:
-            self._kernels[result._host.name] = result._result
 
     def v2_runner_on_failed(self, result, ignore_errors=False):
-        self._in_flight.pop(result._host.name, None)
+        self._note(result)
 
     def v2_runner_on_unreachable(self, result):
-        self._in_flight.pop(result._host.name, None)
+        self._note(result)
 
     def v2_runner_on_skipped(self, result):
         self._in_flight.pop(result._host.name, None)
@@ -113,11 +123,11 @@ class CallbackModule(CallbackBase):
                 stream.write("\n")
 
     def _entry(self, host, interrupted):
-        entry = {"host": host, "group": self._groups.get(host), "kernel": self._kernels.get(host)}
-        if host in self._outcomes:
-            return {**entry, **self._outcomes[host]}      # the kernel the outcome read, if it has one
         if host in self._in_flight:
             why = "the controller was interrupted" if interrupted else "the playbook stopped"
-            return dict(entry, outcome="interrupted", step=self._in_flight[host],
-                        detail=f"{why} during this step: the host runs its old or its new policy")
-        return dict(entry, outcome="not reached")
+            return {"host": host, "group": self._groups.get(host), "kernel": self._kernels.get(host),
+                    "outcome": "interrupted", "step": self._in_flight[host],
+                    "detail": f"{why} during this step: the host runs its old or its new policy"}
+        entry = host_entry(host, self._groups.get(host), self._noted.get(host, {}),
+                           bool(context.CLIARGS.get("check")), self._stopped_by)
+        return entry if entry["kernel"] is not None else dict(entry, kernel=self._kernels.get(host))

@@ -31,6 +31,12 @@ options:
       - In check mode, when the build wrote nothing, its C(manifest) is enough to predict.
       - Required with O(state=present) unless O(rollback_from) is given.
     type: dict
+  proven_policies:
+    description:
+      - The policies a workflow's canary proved (policy hash to name, its artifact C(bpfoom_proven_policies)). When
+        given, a O(build) whose hash is not among them fails the task before the host is touched (the action
+        plugin decides it): the policy map, the group_vars or the collection changed since the canary ran.
+    type: dict
   rollback_from:
     description:
       - Roll back from this policy (its hash, as M(bpfoom.fleet.policy_build) or M(bpfoom.fleet.policy_info)
@@ -241,6 +247,7 @@ from ansible_collections.bpfoom.fleet.plugins.module_utils.host_mode import UNPA
 ARGUMENT_SPEC = dict(
     AGENT_SPEC,
     build=dict(type="dict"),
+    proven_policies=dict(type="dict"),
     rollback_from=dict(type="str"),
     state=dict(type="str", choices=["present", "absent"], default="present"),
     mode=dict(type="str", choices=["enforce", "shadow"], default="enforce"),

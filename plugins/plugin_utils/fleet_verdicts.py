@@ -1,8 +1,7 @@
 # Copyright: bpfoom.fleet contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""What verify says of a host, and the rollout's one-line detail of what it did: computed here, in Python, from
-the modules' results (filters bpfoom.fleet.verify_host and bpfoom.fleet.rollout_detail; the rollout's report
-table is plugin_utils/rollout_report.py)."""
+"""What verify says of a host: computed here, in Python, from the modules' results (filter bpfoom.fleet.verify_host;
+the rollout's report is plugin_utils/rollout_report.py)."""
 
 from __future__ import annotations
 
@@ -73,22 +72,30 @@ def verify_host(info, host, group, build, policy_mode=None, unpatched="fail", sm
     return {"verdict": verdict, "row": row, "mismatch": mismatch, "unproven": unproven}
 
 
-def rollout_detail(host_result, check_mode=False, smoke=None):
-    """The rollout's outcome of one host after its apply (host_result: the policy task's result, the second one
-    when libbpf had to be installed first): (outcome, detail)."""
-    mode, previous = host_result.get("mode"), host_result.get("previous") or {}
-    if mode is None:
-        return "skipped", f"kernel {host_result.get('kernel_release')} has no BPF OOM hook"
-    if previous.get("policy_hash") != host_result.get("policy_hash"):
-        detail = f"replaces {previous.get('policy_name') or 'no policy'}"
-    elif previous.get("mode") != mode:
-        detail = f"switches to {mode} mode"
-    else:
-        detail = "already running" + (" (agent updated)" if host_result.get("changed") else "")
-    if mode == "shadow":
-        detail += ", in shadow mode"
-    if isinstance(smoke, dict) and "victim" in smoke:
-        detail += f", canary smoke victim {smoke['victim']}"
-    if host_result.get("input_problems"):
-        detail += "; WARNING: " + "; ".join(host_result["input_problems"])
-    return ("would apply" if check_mode else "done"), detail
+def verify_fleet(plan, hostvars, builds, unpatched="fail", proven=None, fail_on_input_problems=False,
+                 fail_on_mismatch=True):
+    """verify's verdicts on every host of the plan that was read, in one pass (each host's vars read once):
+    {"rows": the table's rows, "verdicts": the report's, "warnings": lines for what a policy names that does not
+    resolve on its host, "failures": {host: why it fails}}. A host's own failure is the first of: what its policy
+    names that does not resolve (fail_on_input_problems), a policy the workflow's canary did not prove, a mismatch
+    (fail_on_mismatch)."""
+    rows, verdicts, warnings, failures = [], [], [], {}
+    for host, planned in ((plan or {}).get("hosts") or {}).items():
+        host_vars = hostvars[host]
+        info = host_vars.get("_bpfoom_info")
+        if not isinstance(info, dict) or "hook" not in info:
+            continue                    # not read: Ansible reports the host as failed or unreachable
+        policy = plan["policies"][planned["policy"]]
+        smoke = policy.get("smoke") or {}
+        checked = verify_host(info, host, planned["group"], builds[planned["policy"]], policy.get("mode", "enforce"),
+                              unpatched, host_vars.get("_bpfoom_smoke"), smoke.get("expect_victim"), proven)
+        rows.append(checked["row"])
+        verdicts.append(checked["verdict"])
+        named, problems = f"{host}: policy {checked['verdict']['policy_name']}", checked["verdict"]["input_problems"]
+        if not fail_on_input_problems:
+            warnings.extend(f"[WARNING] {named}: {problem}" for problem in problems)
+        failure = (f"{named}: {'; '.join(problems)}" if problems and fail_on_input_problems else None) \
+            or checked["unproven"] or (checked["mismatch"] if fail_on_mismatch else None)
+        if failure:
+            failures[host] = failure
+    return {"rows": rows, "verdicts": verdicts, "warnings": warnings, "failures": failures}

@@ -3,7 +3,8 @@
 import pytest
 
 from ansible_collections.bpfoom.fleet.plugins.module_utils.host_mode import mode_on_host
-from ansible_collections.bpfoom.fleet.plugins.plugin_utils.fleet_verdicts import rollout_detail, verify_host
+from ansible_collections.bpfoom.fleet.plugins.plugin_utils.fleet_verdicts import verify_fleet, verify_host
+from ansible_collections.bpfoom.fleet.plugins.plugin_utils.rollout_report import rollout_detail
 
 BUILD = {"policy_name": "web", "policy_hash": "a" * 64}
 RUNS_WEB = {"hook": True, "kernel_release": "6.12",
@@ -61,3 +62,20 @@ def test_a_policy_the_canary_did_not_prove_is_named():
 ])
 def test_the_rollout_detail_says_what_changed(result, check, detail):
     assert rollout_detail(result, check) == detail
+
+
+def test_the_fleet_is_verified_in_one_pass_and_each_host_fails_for_its_first_reason():
+    plan = {"hosts": {"web1": {"group": "web", "policy": 0}, "web2": {"group": "web", "policy": 0},
+                      "gone": {"group": "web", "policy": 0}},
+            "policies": [{"name": "web", "smoke": {"expect_victim": "hog"}}]}
+    typo = dict(RUNS_WEB, input_problems=["ngnix.service: no such unit"])
+    hostvars = {"web1": {"_bpfoom_info": typo, "_bpfoom_smoke": {"victim": "hog"}},
+                "web2": {"_bpfoom_info": dict(RUNS_WEB, attached_policy=None)},
+                "gone": {"_bpfoom_info": {"unreachable": True}}}
+    verified = verify_fleet(plan, hostvars, [BUILD])
+    assert [row[0] for row in verified["rows"]] == ["web1", "web2"]          # a host not read has no row
+    assert verified["rows"][0][8] == "hog (expected hog)"
+    assert verified["warnings"] == ["[WARNING] web1: policy web: ngnix.service: no such unit"]
+    assert verified["failures"] == {"web2": f"web2 runs no policy, its group web should run web ({'a' * 12})"}
+    strict = verify_fleet(plan, hostvars, [BUILD], fail_on_input_problems=True, fail_on_mismatch=False)
+    assert strict["warnings"] == [] and strict["failures"] == {"web1": "web1: policy web: ngnix.service: no such unit"}

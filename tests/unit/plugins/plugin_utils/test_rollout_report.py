@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ansible_collections.bpfoom.fleet.plugins.plugin_utils.rollout_report import report
+from ansible_collections.bpfoom.fleet.plugins.plugin_utils.rollout_report import entries, host_entry, report, unread
 
 APPLIED = {"changed": True, "hook": True, "kernel_release": "6.12.117-bpfoom", "policy_name": "web",
            "policy_hash": "ab" * 32}
@@ -54,3 +54,38 @@ def test_check_mode_reports_what_the_kernel_runs_not_what_it_would():
     assert row["runs_now"] == "web" and row["policy_hash"] == "ab" * 32
     fresh = dict(APPLIED, previous=None)
     assert report([{"host": "a", "outcome": "would apply", "kernel": fresh}])["rows"][0]["runs_now"] == "none"
+
+
+# What the rollout registers on each host is all the report is made of (plugin_utils/rollout_report.NOTED).
+APPLIED_DONE = dict(APPLIED, mode="enforce", previous={"policy_name": "old", "policy_hash": "cd" * 32})
+
+
+def test_a_host_entry_comes_from_what_the_rollout_registered():
+    done = host_entry("a", "web", {"_bpfoom_applied": APPLIED_DONE, "_bpfoom_smoke": {"victim": "hog"}})
+    assert (done["outcome"], done["detail"], done["kernel"]) == ("done", "replaces old, canary smoke victim hog",
+                                                                 APPLIED_DONE)
+    # libbpf was missing: the second apply says what the host runs.
+    again = host_entry("a", "web", {"_bpfoom_applied": {"failed": True, "libbpf_missing": True},
+                                    "_bpfoom_applied_again": APPLIED_DONE})
+    assert again["outcome"] == "done" and again["kernel"] is APPLIED_DONE
+    failure = {"outcome": "failed", "step": "Provoke a contained memcg OOM", "detail": "wrong victim"}
+    failed = host_entry("a", "web", {"_bpfoom_applied": APPLIED_DONE, "_bpfoom_failure": failure, "_bpfoom_read": READ})
+    assert (failed["outcome"], failed["step"], failed["kernel"]) == ("failed", failure["step"], READ)
+    never = host_entry("b", "web", {}, stopped_by="a")
+    assert (never["outcome"], never["detail"], never["kernel"]) == ("not reached", "the rollout stopped after a failed",
+                                                                     None)
+    assert host_entry("b", "web", {})["detail"] is None
+    assert host_entry("a", "web", {"_bpfoom_applied": APPLIED_DONE}, check_mode=True)["outcome"] == "would apply"
+
+
+def test_entries_read_each_host_once_and_name_the_hosts_not_read():
+    hostvars = {"a": {"_bpfoom_applied": APPLIED_DONE}, "b": {"_bpfoom_failure": {"outcome": "unreachable",
+                                                                                     "step": "Apply", "detail": "ssh"}},
+                "c": {}}
+    plan = {"hosts": {"a": {"group": "web", "policy": 0}, "b": {"group": "db", "policy": 1}, "c": {"group": "web"}}}
+    found = entries(["a", "b", "c"], hostvars, plan)
+    assert [(entry["host"], entry["group"], entry["outcome"]) for entry in found] == \
+        [("a", "web", "done"), ("b", "db", "unreachable"), ("c", "web", "not reached")]
+    assert unread(found) == ["b", "c"]
+    result = report(found)
+    assert result["failed"] == ["b"] and result["failures"] == {"b": 'unreachable at "Apply": ssh'}
