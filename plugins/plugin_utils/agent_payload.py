@@ -4,25 +4,31 @@
 
 The agent's package (plugins/module_utils/bpfoomctl/, each module as
 bpfoomctl/<module>.py) is read, the bpfoomctl shim written and the unit rendered
-(bpfoom.service.j2 beside this file, with the agent options) here; they travel
+(bpfoom.service.in beside this file, with the agent options and the paths of the
+agent's contract, plugins/module_utils/bpfoomctl/contract.py) here; they travel
 base64-encoded inside the one module execution that converges the host
 (plugins/module_utils/agent_host.py says where each goes).
+
+The unit is a string.Template, not Jinja: it runs once per host in a fresh
+worker, where compiling a Jinja template cost each host 20 ms of the
+controller's time (a third of its apply; tests/benchmarks/rollout_controller_scale.py).
 """
 
 from __future__ import annotations
 
 import base64
 import os
+import string
 
 from ansible.errors import AnsibleActionFail
-from ansible.template import trust_as_template
+from ansible.plugins.filter.core import comment
 
 from ansible_collections.bpfoom.fleet.plugins.module_utils.agent_host import AGENT_OPTIONS, PACKAGE_PREFIX, SHIM, UNIT_NAME
 from ansible_collections.bpfoom.fleet.plugins.module_utils.bpfoomctl import contract
 
 HERE = os.path.dirname(__file__)
 PACKAGE_SOURCE = os.path.normpath(os.path.join(HERE, "..", "module_utils", "bpfoomctl"))
-UNIT_TEMPLATE = os.path.join(HERE, "bpfoom.service.j2")
+UNIT_TEMPLATE = os.path.join(HERE, "bpfoom.service.in")
 RANGES = {"oom_score_adj": (-1000, 1000), "restart_sec": (0, 3600)}
 
 
@@ -54,18 +60,25 @@ def package_files():
     return files
 
 
-def agent_files(action, task_vars, options):
-    """{file name: base64 content} of the agent, the unit rendered with Ansible's templar."""
+def unit_text(options, managed="Ansible managed"):
+    """The agent's systemd unit for these agent options."""
+    metrics = options["metrics_file"]
+    with open(UNIT_TEMPLATE, encoding="utf-8") as handle:
+        template = string.Template(handle.read())
+    return template.substitute(
+        managed=comment(str(managed)), bpffs=contract.BPFFS, state_dir=contract.STATE_DIR,
+        state_directory=os.path.basename(contract.STATE_DIR), command=contract.COMMAND,
+        restart_sec=options["restart_sec"], oom_score_adj=options["oom_score_adj"],
+        metrics_option=f" --metrics-file={metrics}" if metrics else "",
+        metrics_paths=("# The metrics' directory (node_exporter's textfile collector), if it exists when the agent "
+                       f"starts.\nReadWritePaths=-{os.path.dirname(metrics)}\n") if metrics else "")
+
+
+def agent_files(task_vars, options):
+    """{file name: base64 content} of the agent: its package, the shim and the unit."""
     files = package_files()
     files[SHIM] = contract.SHIM_TEXT.encode()
-    with open(UNIT_TEMPLATE) as handle:
-        text = trust_as_template(handle.read())
-    variables = dict(task_vars, ansible_managed=task_vars.get("ansible_managed", "Ansible managed"),
-                     agent_oom_score_adj=options["oom_score_adj"], agent_restart_sec=options["restart_sec"],
-                     agent_metrics_file=options["metrics_file"], bpfoom_command=contract.COMMAND,
-                     bpfoom_state_dir=contract.STATE_DIR, bpfoom_bpffs=contract.BPFFS)
-    templar = action._templar.copy_with_new_env(available_variables=variables)
-    files[UNIT_NAME] = templar.template(text).encode()
+    files[UNIT_NAME] = unit_text(options, task_vars.get("ansible_managed", "Ansible managed")).encode()
     return {name: base64.b64encode(content).decode() for name, content in files.items()}
 
 
@@ -76,7 +89,7 @@ def run_with_agent(action, task_vars, module_name, args):
         args = dict(args, agent=agent_options(args.get("agent")))
     except AnsibleActionFail as error:
         raise AnsibleActionFail(f"{host}: {error.message}") from None
-    args["agent_files"] = agent_files(action, task_vars, args["agent"])
+    args["agent_files"] = agent_files(task_vars, args["agent"])
     return host_named(host, action._execute_module(module_name=module_name, module_args=args, task_vars=task_vars))
 
 
