@@ -35,7 +35,7 @@ options:
     description:
       - The policies a workflow's canary proved (policy hash to name, its artifact C(bpfoom_proven_policies)). When
         given, a O(build) whose hash is not among them fails the task before the host is touched (the action
-        plugin decides it): the policy map, the group_vars or the collection changed since the canary ran.
+        plugin decides it), because the policy map, the group_vars or the collection changed since the canary ran.
     type: dict
   rollback_from:
     description:
