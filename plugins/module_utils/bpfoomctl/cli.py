@@ -6,11 +6,11 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import sys
 
-from . import attach, daemon, explain, status
 from .contract import ExitCode, Failure
 from .store import Store
 
@@ -29,37 +29,58 @@ def positive_int(text):
     return value
 
 
-def parser():
+def _apply_arguments(command):
+    command.add_argument("--mode", choices=("enforce", "shadow"), default="enforce",
+                         help="enforce: it picks the victim (kernels with the hook); shadow: it only records what it "
+                              "would have picked (any kernel with BTF)")
+    command.add_argument("policy_dir", metavar="POLICY_DIR", help="a policy built by bpfoom.fleet.policy_build")
+
+
+def _explain_arguments(command):
+    from . import explain       # pylint: disable=import-outside-toplevel  (only where explain's parser is built)
+    command.add_argument("--cgroup", metavar="PATH", help="an OOM of this cgroup (such as "
+                                                          "/system.slice/nginx.service), not a global one")
+    command.add_argument("--top", metavar="N", type=positive_int, default=explain.EXPLAIN_TOP,
+                         help=f"candidates to list (default {explain.EXPLAIN_TOP})")
+    command.add_argument("policy_dir", metavar="POLICY_DIR", nargs="?",
+                         help="a built policy to preview (default: the desired one)")
+
+
+def _events_arguments(command):
+    command.add_argument("--once", action="store_true", help="read what is pending and return")
+    command.add_argument("--metrics-file", metavar="PATH", help="where node_exporter's textfile collector reads")
+
+
+# Each command: its help, its arguments, and what runs it (module, function, and the options it is given, in
+# the order of the function's parameters after the store).
+COMMANDS = {
+    "apply": ("attach POLICY_DIR/policy.bpf.o (checked against its manifest.json), then detach the previous policy "
+              "(make-before-break)", _apply_arguments, ("attach", "apply", ("policy_dir", "mode"))),
+    "boot": ("re-apply the desired policy (the systemd unit's start and reload)", None, ("attach", "boot", ())),
+    "detach": ("detach every bpfoom policy and forget it: the kernel's own choice again", None,
+               ("attach", "detach", ())),
+    "stop": ("the systemd unit's stop: detach on a requested stop; keep the policy after a crash of the agent or "
+             "during a restart", None, ("attach", "stop", ())),
+    "rollback": ("re-apply the last policy that verified before the current one", None, ("attach", "rollback", ())),
+    "status": ("what the kernel holds: hook, links, programs, policy names, counters, host inputs", None,
+               ("status", "status", ())),
+    "explain": ("which process the policy would kill in an OOM now, and which one the kernel would kill without it; "
+                "changes nothing", _explain_arguments, ("explain", "explain", ("policy_dir", "cgroup", "top"))),
+    "events": ("one journal entry per task the policy selected (per OOM in shadow mode); the metrics every 10 s "
+               "(the unit's main process)", _events_arguments, ("daemon", "events", ("once", "metrics_file"))),
+}
+
+
+def parser(only=None):
+    """The command line; with only, just that command's (a run builds one subparser, not eight: argparse's
+    setup was a fifth of a command's time on the lab's hosts). --help and a wrong command get them all."""
     top = argparse.ArgumentParser(prog="bpfoomctl", description=DESCRIPTION, epilog=EPILOG, allow_abbrev=False)
     commands = top.add_subparsers(dest="command", metavar="COMMAND", required=True)
-
-    def command(name, text):
-        return commands.add_parser(name, help=text, description=text, allow_abbrev=False)
-
-    apply = command("apply", "attach POLICY_DIR/policy.bpf.o (checked against its manifest.json), then detach the "
-                             "previous policy (make-before-break)")
-    apply.add_argument("--mode", choices=("enforce", "shadow"), default="enforce",
-                       help="enforce: it picks the victim (kernels with the hook); shadow: it only records what it "
-                            "would have picked (any kernel with BTF)")
-    apply.add_argument("policy_dir", metavar="POLICY_DIR", help="a policy built by bpfoom.fleet.policy_build")
-    command("boot", "re-apply the desired policy (the systemd unit's start and reload)")
-    command("detach", "detach every bpfoom policy and forget it: the kernel's own choice again")
-    command("stop", "the systemd unit's stop: detach on a requested stop; keep the policy after a crash of the "
-                    "agent or during a restart")
-    command("rollback", "re-apply the last policy that verified before the current one")
-    command("status", "what the kernel holds: hook, links, programs, policy names, counters, host inputs")
-    explain_command = command("explain", "which process the policy would kill in an OOM now, and which one the "
-                                         "kernel would kill without it; changes nothing")
-    explain_command.add_argument("--cgroup", metavar="PATH", help="an OOM of this cgroup (such as "
-                                                                  "/system.slice/nginx.service), not a global one")
-    explain_command.add_argument("--top", metavar="N", type=positive_int, default=explain.EXPLAIN_TOP,
-                                 help=f"candidates to list (default {explain.EXPLAIN_TOP})")
-    explain_command.add_argument("policy_dir", metavar="POLICY_DIR", nargs="?",
-                                 help="a built policy to preview (default: the desired one)")
-    events = command("events", "one journal entry per task the policy selected (per OOM in shadow mode); the "
-                               "metrics every 10 s (the unit's main process)")
-    events.add_argument("--once", action="store_true", help="read what is pending and return")
-    events.add_argument("--metrics-file", metavar="PATH", help="where node_exporter's textfile collector reads")
+    for name, (text, arguments, _runner) in COMMANDS.items():
+        if only in (None, name):
+            command = commands.add_parser(name, help=text, description=text, allow_abbrev=False)
+            if arguments:
+                arguments(command)
     return top
 
 
@@ -69,20 +90,15 @@ def say(text, stream=None):
 
 
 def run(args, store):
-    if args.command == "apply":
-        return attach.apply(store, args.policy_dir, args.mode)
-    if args.command == "explain":
-        return explain.explain(store, args.policy_dir, memcg=args.cgroup, top=args.top)
-    if args.command == "events":
-        return daemon.events(store, once=args.once, metrics_file=args.metrics_file)
-    if args.command == "status":
-        return status.status(store)
-    return {"boot": attach.boot, "detach": attach.detach, "stop": attach.stop, "rollback": attach.rollback}[
-        args.command](store)
+    """The command's own module only: a command imports what it uses, not the whole agent."""
+    module, function, names = COMMANDS[args.command][2]
+    return getattr(importlib.import_module(f"{__package__}.{module}"), function)(
+        store, *(getattr(args, name) for name in names))
 
 
 def main(argv, store=None):
-    args = parser().parse_args(argv[1:])        # --help: stdout, rc 0; a bad command line: usage, rc 2
+    only = argv[1] if len(argv) > 1 and argv[1] in COMMANDS else None
+    args = parser(only).parse_args(argv[1:])    # --help: stdout, rc 0; a bad command line: usage, rc 2
     if os.geteuid() != 0:
         say(json.dumps({"failed": True, "rc": int(ExitCode.FAILED),
                         "msg": "bpfoomctl needs root (CAP_BPF, CAP_PERFMON, CAP_SYS_ADMIN)"}))
