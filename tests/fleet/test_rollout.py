@@ -62,11 +62,12 @@ def rollout(rollout_lab, *options, **extra_vars):
 
 
 def recap(process):
-    """{host: {ok: N, changed: N, failed: N, ...}} from the play recap."""
+    """{host: {ok: N, changed: N, failed: N, ...}} of the fleet's hosts from the play recap (the controller,
+    localhost, where the report plays run, is not one of them)."""
     hosts = {}
     for line in process.stdout.splitlines():
         match = re.match(r"^(\S+)\s+:\s+(ok=.*)$", line)
-        if match:
+        if match and match[1] != "localhost":
             hosts[match[1]] = {key: int(value) for key, value in re.findall(r"(\w+)=(\d+)", match[2])}
     return hosts
 
