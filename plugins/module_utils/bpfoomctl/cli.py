@@ -37,7 +37,8 @@ def _apply_arguments(command):
 
 
 def _explain_arguments(command):
-    from . import explain       # pylint: disable=import-outside-toplevel  (only where explain's parser is built)
+    # Imported only where explain's parser is built: other commands do not pay for it.
+    from . import explain  # pylint: disable=import-outside-toplevel
     command.add_argument("--cgroup", metavar="PATH", help="an OOM of this cgroup (such as "
                                                           "/system.slice/nginx.service), not a global one")
     command.add_argument("--top", metavar="N", type=positive_int, default=explain.EXPLAIN_TOP,
