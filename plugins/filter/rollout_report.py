@@ -1,11 +1,12 @@
 # Copyright: bpfoom.fleet contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Filters bpfoom.fleet.rollout_entries (each host's entry, from what the rollout registered on it) and
-bpfoom.fleet.rollout_report (the report), from plugins/plugin_utils/rollout_report.py."""
+"""Filters bpfoom.fleet.rollout_entries (each host's entry, from what the rollout registered on it),
+bpfoom.fleet.rollout_report (the report) and bpfoom.fleet.rollback_report (what the rollback did on each host),
+from plugins/plugin_utils/rollout_report.py."""
 
 from __future__ import annotations
 
-from ansible_collections.bpfoom.fleet.plugins.plugin_utils.rollout_report import entries, report, unread
+from ansible_collections.bpfoom.fleet.plugins.plugin_utils.rollout_report import entries, report, rollback_report, unread
 
 
 def rollout_entries(hosts, hostvars, plan, check_mode=False, stopped_by=None):
@@ -22,6 +23,12 @@ def rollout_report(found, hostvars=None):
     return report(found)
 
 
+def rollback_report_filter(hosts, hostvars, stopped_by=None):
+    """hosts: those the rollback took; what each registered (_bpfoom_rolled_back) is in hostvars."""
+    return rollback_report({host: hostvars[host].get("_bpfoom_rolled_back") for host in hosts}, stopped_by)
+
+
 class FilterModule:
     def filters(self):
-        return {"rollout_entries": rollout_entries, "rollout_report": rollout_report}
+        return {"rollout_entries": rollout_entries, "rollout_report": rollout_report,
+                "rollback_report": rollback_report_filter}

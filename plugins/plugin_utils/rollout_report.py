@@ -146,3 +146,22 @@ def report(found, interrupted=False):
 
 def _by_outcome(item):
     return OUTCOMES.index(item[0]) if item[0] in OUTCOMES else len(OUTCOMES)
+
+
+def rollback_report(results, stopped_by=None):
+    """What bpfoom.fleet.rollback did, from each host's registered result (results: host -> result, None when
+    the rollback never reached the host): {lines: one per host, failures: host -> why, for the hosts not taken
+    back}. stopped_by: the hosts whose failed batch stopped the rollback."""
+    lines, failures = [], {}
+    for host, result in results.items():
+        if not isinstance(result, dict):
+            failures[host] = "not reached: the rollback stopped" + (f" after {stopped_by} failed" if stopped_by else "")
+        elif result.get("failed") or result.get("unreachable"):
+            failures[host] = "not taken back: " + " ".join(str(result.get("msg", "")).split())
+        else:
+            before = (result.get("previous") or {}).get("policy_name") or "no policy"
+            lines.append(f"{host}: {before} -> {result.get('policy_name') or 'no policy'} "
+                         f"({(result.get('policy_hash') or '-')[:12]})" + ("" if result.get("changed") else ", unchanged"))
+            continue
+        lines.append(f"{host}: {failures[host]}")
+    return {"lines": lines, "failures": failures}

@@ -38,6 +38,9 @@ from checkout import REPO  # noqa: E402
 from policytools import local_fleet_inventory  # noqa: E402
 
 CONNECTIONS = Path(__file__).resolve().parent / "connection_plugins"
+# The modules whose answers replay mode gives (the playbooks' and ping's).
+RECORDED = [f"ansible_collections.bpfoom.fleet.plugins.modules.{name}" for name in ("policy", "policy_info")] + [
+    "ansible.modules.ping"]
 PLAYBOOK_VARS = {
     # No host here has the hook: the canary would be skipped, never smoke-tested.
     "rollout": {"bpfoom_unpatched_hosts": "skip", "bpfoom_canary_smoke": False},
@@ -86,11 +89,15 @@ def record(work: Path, forks: int) -> None:
     """This machine's answers to every module the playbooks run, through the replay connection (record)."""
     inventory = write_inventory(work, 4, "replay")
     env = dict(run_env(work, "replay"), BPFOOM_REPLAY_MODE="record")
-    for name in ("rollout", "verify", "rollback"):
-        subprocess.run(playbook_argv(name, inventory, forks), env=env, capture_output=True, check=False)
+    outputs = {name: subprocess.run(playbook_argv(name, inventory, forks), env=env, capture_output=True, text=True,
+                                    check=False).stdout for name in ("rollout", "verify", "rollback")}
     subprocess.run(["ansible", "-i", str(inventory), "all", "-m", "ansible.builtin.ping"], env=env,
                    capture_output=True, check=True)
     recorded = json.loads((work / "recorded.json").read_text())
+    missing = sorted(set(RECORDED) - set(recorded))
+    if missing:     # replay would run them for real, and the figures would not be the controller's alone
+        raise SystemExit(f"nothing recorded for {', '.join(missing)}; the recording runs ended with:\n"
+                         + "\n".join(f"--- {name}\n{output[-3000:]}" for name, output in outputs.items()))
     print(f"recorded on this machine: {', '.join(sorted(recorded))}")
 
 

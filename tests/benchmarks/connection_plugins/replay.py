@@ -43,6 +43,7 @@ class Connection(LocalConnection):
         rc, stdout, stderr = super().exec_command(cmd, in_data, sudoable)
         if os.environ.get("BPFOOM_REPLAY_MODE") == "record" and rc == 0:
             recorded[module] = stdout.decode()
-            with open(path, "w", encoding="utf-8") as kept:
+            with open(f"{path}.{os.getpid()}", "w", encoding="utf-8") as kept:
                 json.dump(recorded, kept)
+            os.replace(f"{path}.{os.getpid()}", path)     # forks record at once: none reads a half-written file
         return rc, stdout, stderr

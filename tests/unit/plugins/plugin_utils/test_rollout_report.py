@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from ansible_collections.bpfoom.fleet.plugins.plugin_utils.rollout_report import entries, host_entry, report, unread
+from ansible_collections.bpfoom.fleet.plugins.plugin_utils.rollout_report import (
+    entries, host_entry, report, rollback_report, unread)
 
 APPLIED = {"changed": True, "hook": True, "kernel_release": "6.12.117-bpfoom", "policy_name": "web",
            "policy_hash": "ab" * 32}
@@ -88,3 +89,17 @@ def test_entries_read_each_host_once_and_name_the_hosts_not_read():
     assert unread(found) == ["b", "c"]
     result = report(found)
     assert result["failed"] == ["b"] and result["failures"] == {"b": 'unreachable at "Apply": ssh'}
+
+
+def test_the_rollback_report_says_what_runs_now_or_why_not():
+    back = {"changed": True, "previous": {"policy_name": "web_next"}, "policy_name": "web", "policy_hash": "ab" * 32}
+    result = rollback_report({
+        "a": back, "b": dict(back, changed=False),
+        "c": {"changed": False, "previous": None, "policy_name": None, "policy_hash": None},
+        "d": {"failed": True, "msg": "d: no policy\n ran before web"}, "e": {"unreachable": True, "msg": "ssh"},
+        "f": None}, stopped_by="d")
+    assert result["lines"] == [
+        "a: web_next -> web (abababababab)", "b: web_next -> web (abababababab), unchanged",
+        "c: no policy -> no policy (-), unchanged", "d: not taken back: d: no policy ran before web",
+        "e: not taken back: ssh", "f: not reached: the rollback stopped after d failed"]
+    assert list(result["failures"]) == ["d", "e", "f"]
