@@ -72,14 +72,32 @@ COMMANDS = {
 }
 
 
+# bpfoomctl speaks English, its own texts and argparse's few words alike: gettext would look up a catalog of
+# argparse's words on disk for each of them (and import locale), a tenth of a command's start-up under TCG.
+argparse._ = str  # pylint: disable=protected-access
+
+
+def _formatter(prog):
+    """argparse's help layout, for the terminal's width as shutil.get_terminal_size() reads it (COLUMNS, then
+    stdout's terminal, else 80) without importing shutil: argparse imports it (with bz2, lzma and zlib) for the
+    first argument it adds, a seventh of a command's start-up on the lab's hosts."""
+    try:
+        columns = int(os.environ.get("COLUMNS", 0)) or os.get_terminal_size(sys.__stdout__.fileno()).columns
+    except (AttributeError, ValueError, OSError):
+        columns = 80
+    return argparse.HelpFormatter(prog, width=columns - 2)
+
+
 def parser(only=None):
     """The command line; with only, just that command's (a run builds one subparser, not eight: argparse's
     setup was a fifth of a command's time on the lab's hosts). --help and a wrong command get them all."""
-    top = argparse.ArgumentParser(prog="bpfoomctl", description=DESCRIPTION, epilog=EPILOG, allow_abbrev=False)
+    top = argparse.ArgumentParser(prog="bpfoomctl", description=DESCRIPTION, epilog=EPILOG, allow_abbrev=False,
+                                  formatter_class=_formatter)
     commands = top.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (text, arguments, _runner) in COMMANDS.items():
         if only in (None, name):
-            command = commands.add_parser(name, help=text, description=text, allow_abbrev=False)
+            command = commands.add_parser(name, help=text, description=text, allow_abbrev=False,
+                                          formatter_class=_formatter)
             if arguments:
                 arguments(command)
     return top
