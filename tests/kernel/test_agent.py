@@ -170,8 +170,11 @@ def test_swap_has_no_moment_without_a_policy(lab, agent_lab):
 def test_verifier_rejection_fails_with_its_log_and_keeps_the_old_policy(lab, agent_lab, tmp_path):
     play(agent_lab, "apply_policy.yml", "hook2", policy=PREFER_B)
     bad = tmp_path / "bad.bpf.c.j2"
-    bad.write_text('{% extends "frame.bpf.c.j2" %}\n{% block rank %}\n'
-                   '\treturn *(volatile int *)(long)task->pid;   /* a wild pointer: the verifier says no */\n'
+    # 80 reads before the wild one: the verifier's log (one message from libbpf) is some 40 KiB, and its end,
+    # where it says why, must reach the message whole.
+    bad.write_text('{% extends "frame.bpf.c.j2" %}\n{% block rank %}\n\tint padding = 0;\n'
+                   + "".join(f"\tpadding += ((volatile struct task_struct *)task)->pid ^ {i};\n" for i in range(80))
+                   + '\treturn padding + *(volatile int *)(long)task->pid;   /* a wild pointer: the verifier says no */\n'
                    '{% endblock %}\n')
     process, results = play(agent_lab, "apply_policy.yml", "hook2",
                             policy={"name": "wild", "template_file": str(bad)})

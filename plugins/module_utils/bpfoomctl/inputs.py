@@ -25,7 +25,7 @@ NO_UNIT_STATES = ("not-found", "bad-setting", "error")     # a LoadState that me
 
 
 def cgroup_name_hash(name):
-    """FNV-1a 64 over a cgroup name's first 63 bytes zero-padded to 64: kernfs_name_hash() in bpfoom_match.h."""
+    """FNV-1a 64 over a cgroup name's first 63 bytes zero-padded to 64: bpfoom_kernfs_name_hash() in bpfoom_match.h."""
     value = 0xcbf29ce484222325
     for byte in name.encode()[:63].ljust(64, b"\0"):
         value = ((value ^ byte) * 0x100000001b3) & 0xFFFFFFFFFFFFFFFF

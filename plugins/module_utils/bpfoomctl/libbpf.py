@@ -61,16 +61,21 @@ LOG = []                # what libbpf printed (warnings, the verifier's log) sin
 # libbpf's print callback: (level, format, va_list); vsnprintf formats it.
 _PRINT_FN = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_void_p)
 _LIBC = ctypes.CDLL(None)
-_LIBC.vsnprintf.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_char_p, ctypes.c_void_p]
+_LIBC.vasprintf.argtypes = [ctypes.POINTER(ctypes.c_void_p), ctypes.c_char_p, ctypes.c_void_p]
+_LIBC.free.argtypes = [ctypes.c_void_p]
 
 
 @_PRINT_FN
 def _collect_output(level, fmt, args):
     if level > 1:                   # LIBBPF_DEBUG: hundreds of lines per load, never shown
         return 0
-    buffer = ctypes.create_string_buffer(4096)
-    _LIBC.vsnprintf(buffer, len(buffer), fmt, args)
-    LOG.append(buffer.value.decode(errors="replace"))
+    # vasprintf, not a fixed buffer: the verifier's log comes as one message, whose end (where it says why
+    # it rejected the program) a 4 KiB buffer cut off.
+    text = ctypes.c_void_p()
+    length = _LIBC.vasprintf(ctypes.byref(text), fmt, args)
+    if length >= 0:
+        LOG.append(ctypes.string_at(text, length).decode(errors="replace"))
+        _LIBC.free(text)
     return 0
 
 

@@ -55,9 +55,14 @@ struct kernfs_iattrs {
 
 struct kernfs_node {
 	const char *name;
-	struct kernfs_node *parent;
+	struct kernfs_node *parent;     /* __parent since Linux 6.15: see kernfs_parent() */
 	__u64 id;
 	struct kernfs_iattrs *iattr;    /* NULL until chown or a non-root mkdir: owned by root */
+} __attribute__((preserve_access_index));
+
+/* Linux 6.15 renamed kernfs_node.parent __parent (RCU-protected since); CO-RE picks the field the kernel has. */
+struct kernfs_node___6_15 {
+	struct kernfs_node *__parent;
 } __attribute__((preserve_access_index));
 
 struct cgroup {

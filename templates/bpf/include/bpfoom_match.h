@@ -56,18 +56,32 @@ static __always_inline void task_comm(struct task_struct *task, char comm[BPFOOM
  * FNV-1a 64 of a kernfs node's name, over BPFOOM_CGROUP_NAME_LEN bytes: the
  * name's first 63 bytes, zero-padded. The same function as bpfoomctl's
  * cgroup_name_hash(), which fills the units maps.
+ *
+ * A global function, given the name's address as a plain number (read with
+ * bpf_probe_read_kernel: a global function takes no kernel pointer on the
+ * kernels this supports): the verifier checks it once,
+ * alone. Inlined, its 64 rounds were checked again at every level of every
+ * walk and on every path the levels before it took, most of the time a policy
+ * naming units took to load.
  */
-static __always_inline __u64 kernfs_name_hash(struct kernfs_node *kn)
+__noinline __u64 bpfoom_kernfs_name_hash(__u64 name_address)
 {
 	__u8 name[BPFOOM_CGROUP_NAME_LEN] = {};
 	__u64 hash = BPFOOM_FNV_OFFSET;
 
-	bpf_probe_read_kernel_str(name, sizeof(name), kn->name);
+	bpf_probe_read_kernel_str(name, sizeof(name), (const void *)name_address);
 	for (int i = 0; i < BPFOOM_CGROUP_NAME_LEN; i++) {
 		hash ^= name[i];
 		hash *= BPFOOM_FNV_PRIME;
 	}
 	return hash;
+}
+
+static __always_inline struct kernfs_node *kernfs_parent(struct kernfs_node *kn)
+{
+	if (bpf_core_field_exists(kn->parent))
+		return kn->parent;
+	return ((struct kernfs_node___6_15 *)kn)->__parent;
 }
 
 /*
@@ -94,7 +108,7 @@ static __always_inline __u32 kernfs_owner(struct kernfs_node *kn)
 	struct {							\
 		__uint(type, BPF_MAP_TYPE_HASH);			\
 		__uint(max_entries, BPFOOM_UNITS_MAX);			\
-		__type(key, __u64);	/* kernfs_name_hash() of the name */ \
+		__type(key, __u64);	/* bpfoom_kernfs_name_hash() of the name */ \
 		__type(value, struct bpfoom_unit);			\
 	} name SEC(".maps")
 
@@ -139,9 +153,12 @@ static __always_inline void task_units(struct task_struct *task, void *units, st
 		__u32 owner = kernfs_owner(kn);
 
 		if (depth < BPFOOM_CGROUP_DEPTH) {
-			__u64 hash = kernfs_name_hash(kn);
-			struct bpfoom_unit *unit = bpf_map_lookup_elem(units, &hash);
+			__u64 name_address = 0, hash;
+			struct bpfoom_unit *unit;
 
+			bpf_probe_read_kernel(&name_address, sizeof(name_address), &kn->name);
+			hash = bpfoom_kernfs_name_hash(name_address);
+			unit = bpf_map_lookup_elem(units, &hash);
 			if (unit) {
 				__s32 value = unit->value;
 
@@ -161,7 +178,7 @@ static __always_inline void task_units(struct task_struct *task, void *units, st
 		}
 		if (owner && pending.unvouched)         /* a user's cgroup: what is below it vouches for nothing */
 			units_unvouch(found, &pending);
-		kn = kn->parent;
+		kn = kernfs_parent(kn);
 	}
 	if (kn && pending.unvouched)                    /* deeper than checked: vouched for by nobody */
 		units_unvouch(found, &pending);
