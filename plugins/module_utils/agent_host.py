@@ -19,7 +19,7 @@ import tempfile
 
 from ansible_collections.bpfoom.fleet.plugins.module_utils.bpfoomctl import kernel, libbpf
 from ansible_collections.bpfoom.fleet.plugins.module_utils.bpfoomctl.contract import (
-    BPFFS, COMMAND, HOOK_FUNCTIONS, LIB_DIR, OLD_LAYOUT, PACKAGE_DIR, STATE_DIR, UNIT, UNIT_FILE, VMLINUX_BTF, ExitCode)
+    BPFFS, COMMAND, HOOK_FUNCTIONS, LIB_DIR, OLD_LAYOUT, PACKAGE_DIR, STATE_DIR, UNIT, UNIT_FILE, ExitCode)
 
 SHIM = "bpfoomctl"                       # the agent's files by the names the action plugin sends them
 UNIT_NAME = UNIT
@@ -67,17 +67,8 @@ def stale_paths(files, root="/"):
 # --- what the host is -------------------------------------------------------
 
 def btf_hook_functions():
-    """Which hook functions the kernel's BTF names, without libbpf (it may not be installed yet).
-
-    A function of the kernel is in BTF with its name in BTF's string table; these
-    names are unique to the hook series, so their presence is the hook's.
-    """
-    try:
-        with open(VMLINUX_BTF, "rb") as handle:
-            data = handle.read()
-    except OSError:
-        return {name: False for name in HOOK_FUNCTIONS}
-    return {name: b"\0" + name.encode() + b"\0" in data for name in HOOK_FUNCTIONS}
+    """Which hook functions the kernel's BTF names, without libbpf (it may not be installed yet)."""
+    return kernel.btf_names(HOOK_FUNCTIONS) or {name: False for name in HOOK_FUNCTIONS}
 
 
 def libbpf_version():

@@ -8,14 +8,18 @@ import os
 import time
 
 from . import inputs, kernel, libbpf, pins
-from .contract import BPFFS, EVENTS_PIN, MODE_EVENTS, MODES, PIN_ROOT, ExitCode, Failure
+from .contract import (
+    BPFFS, EVENTS_PIN, HOOK_FUNCTIONS, MODE_EVENTS, MODES, PIN_ROOT, SHADOW_FUNCTIONS, ExitCode, Failure)
 from .store import pin_key, split_key
 
 
 def preflight(mode):
-    failure = kernel.mode_failure(mode)
-    if failure:
-        raise failure
+    """What apply checks before it touches anything. The kernel's functions by name only (BTF not parsed: libbpf
+    parses it for the load, and a load that fails asks kernel.mode_failure why)."""
+    present = kernel.btf_names(HOOK_FUNCTIONS if mode == "enforce" else SHADOW_FUNCTIONS)
+    if not present or not all(present.values()):
+        raise kernel.mode_failure(mode) or Failure(ExitCode.FAILED, f"the kernel's BTF lacks what {mode} mode "
+                                                                    "attaches to")
     if not kernel.bpffs_mounted():
         raise Failure(ExitCode.NO_BPFFS_OR_LIBBPF, f"bpffs is not mounted on {BPFFS}: mount it (mount -t bpf bpf "
                                                    f"{BPFFS}) or let systemd do it (sys-fs-bpf.mount)")
@@ -30,9 +34,11 @@ def _object_map_fd(obj, name):
     return libbpf.lib().bpf_map__fd(map_ptr) if map_ptr else -1
 
 
-def open_policy(policy_dir, manifest, programs):
+def open_policy(policy_dir, manifest, programs, mode=None):
     """Open and load the policy's object with only the named programs (the rest are not even verified), and
-    fill its host inputs. Returns (object, host input reports); the caller closes the object."""
+    fill its host inputs. Returns (object, host input reports); the caller closes the object. mode: what a
+    failed load is checked against (a kernel without what the mode attaches to fails as such, not as the
+    verifier's)."""
     lib = libbpf.lib()
     libbpf.clear_log()
     obj = lib.bpf_object__open_file(os.path.join(policy_dir, "policy.bpf.o").encode(), None)
@@ -51,6 +57,9 @@ def open_policy(policy_dir, manifest, programs):
                                            f"{', '.join(sorted(set(programs) - found))}: it was built by an older "
                                            "bpfoom.fleet; build and roll it out again")
         if lib.bpf_object__load(obj) != 0:
+            failure = mode and kernel.mode_failure(mode)
+            if failure:
+                raise failure
             raise Failure(ExitCode.VERIFIER, f"the kernel's verifier rejected policy {manifest['name']!r} "
                                              f"({libbpf.errno_text()}); last lines of its log:\n{libbpf.log_tail()}")
         return obj, inputs.fill(lambda name: _object_map_fd(obj, name), manifest)
@@ -62,7 +71,7 @@ def open_policy(policy_dir, manifest, programs):
 def load_and_pin(policy_dir, manifest, pin_dir, mode):
     """Load the programs of mode, attach them and pin their links, their ring buffer and their host inputs."""
     lib = libbpf.lib()
-    obj, reports = open_policy(policy_dir, manifest, MODES[mode])
+    obj, reports = open_policy(policy_dir, manifest, MODES[mode], mode)
     try:
         os.makedirs(pin_dir, mode=0o700)
         for host_input in manifest.get("host_inputs", []):     # pinned, so the events loop keeps them current

@@ -38,6 +38,28 @@ def cgroup_paths(root="/sys/fs/cgroup"):
     return paths
 
 
+def btf_names(names, path=VMLINUX_BTF, chunk=1 << 16):
+    """{name: whether the kernel's BTF has it in its string table}, or None without BTF: read in chunks, not
+    parsed. A function of the kernel has its name there; a name that is absent is no function, and a name that
+    is present is one for these names (unique to the functions they name), which libbpf's load confirms.
+    Parsing the BTF instead kept megabytes beside the copy libbpf parses for the load."""
+    needles = {name: b"\0" + name.encode() + b"\0" for name in names}
+    keep = max(map(len, needles.values())) - 1          # a name across two chunks is found in the second
+    found, tail = set(), b""
+    try:
+        with open(path, "rb") as handle:
+            while len(found) < len(needles):
+                block = handle.read(chunk)
+                if not block:
+                    break
+                data = tail + block
+                found.update(name for name, needle in needles.items() if needle in data)
+                tail = data[-keep:]
+    except OSError:
+        return None
+    return {name: name in found for name in names}
+
+
 def vmlinux_btf():
     """The kernel's BTF (a libbpf pointer), parsed once per run (it is megabytes); None without BTF."""
     if not _VMLINUX_BTF:

@@ -224,3 +224,14 @@ def test_what_a_kernel_lacks_for_a_mode_has_its_own_exit_code(monkeypatch, btf, 
     monkeypatch.setattr(kernel, "missing_functions", lambda names: [name for name in missing if name in names])
     failure = kernel.mode_failure(mode)
     assert failure.code == code
+
+
+def test_the_kernels_function_names_are_found_in_its_btf_without_parsing_it(tmp_path):
+    from bpfoomctl import kernel
+    btf = tmp_path / "vmlinux"
+    # A name across two chunks, one at the very end, one missing, and one only inside a longer name.
+    btf.write_bytes(b"\x9f\xeb" + b"x" * 60 + b"\0oom_badness\0" + b"y" * 100 + b"\0out_of_memory_x\0"
+                    + b"\0oom_kill_process\0")
+    found = kernel.btf_names(["oom_badness", "out_of_memory", "oom_kill_process", "absent"], btf, chunk=64)
+    assert found == {"oom_badness": True, "out_of_memory": False, "oom_kill_process": True, "absent": False}
+    assert kernel.btf_names(["oom_badness"], tmp_path / "none") is None
