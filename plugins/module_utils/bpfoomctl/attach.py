@@ -8,15 +8,14 @@ import os
 import time
 
 from . import inputs, kernel, libbpf, pins
-from .contract import (
-    BPFFS, EVENTS_PIN, HOOK_FUNCTIONS, MODE_EVENTS, MODES, PIN_ROOT, SHADOW_FUNCTIONS, ExitCode, Failure)
+from .contract import BPFFS, EVENTS_PIN, MODE_EVENTS, MODES, PIN_ROOT, ExitCode, Failure
 from .store import pin_key, split_key
 
 
 def preflight(mode):
     """What apply checks before it touches anything. The kernel's functions by name only (BTF not parsed: libbpf
     parses it for the load, and a load that fails asks kernel.mode_failure why)."""
-    present = kernel.btf_names(HOOK_FUNCTIONS if mode == "enforce" else SHADOW_FUNCTIONS)
+    present = kernel.btf_names(kernel.mode_functions(mode))
     if not present or not all(present.values()):
         raise kernel.mode_failure(mode) or Failure(ExitCode.FAILED, f"the kernel's BTF lacks what {mode} mode "
                                                                     "attaches to")

@@ -80,16 +80,20 @@ def no_btf_failure(what):
                                     "boot a kernel built with CONFIG_DEBUG_INFO_BTF")
 
 
+def mode_functions(mode):
+    """The kernel functions a policy in mode attaches to (or calls)."""
+    return HOOK_FUNCTIONS if mode == "enforce" else SHADOW_FUNCTIONS
+
+
 def mode_failure(mode):
     """Why this kernel cannot run a policy in mode (a Failure with its own exit code), or None."""
     if not vmlinux_btf():
         return no_btf_failure("no BPF policy can be loaded")
+    missing = missing_functions(mode_functions(mode))
     if mode == "enforce":
-        missing = missing_functions(HOOK_FUNCTIONS)
         return missing and Failure(ExitCode.NO_HOOK, (
             f"this kernel ({os.uname().release}) has no BPF OOM hook: {', '.join(missing)} not in its BTF; boot a "
             "kernel carrying the bpf_oom_evaluate_task series, or run the policy in shadow mode"))
-    missing = missing_functions(SHADOW_FUNCTIONS)
     return missing and Failure(ExitCode.NO_SHADOW_POINTS, (
         f"this kernel ({os.uname().release}) cannot run a shadow policy: {', '.join(missing)} not in its BTF "
         "(inlined, or not traceable), so nothing can observe its OOMs there"))
