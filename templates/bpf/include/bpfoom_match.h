@@ -128,64 +128,82 @@ struct bpfoom_units_found {
  * (deeper than that, nothing is vouched for). A named cgroup is vouched for
  * when no cgroup from it up to the root is a user's, so the matches of the
  * walk so far stay "pending" until a user's cgroup turns them all unvouched;
- * what is pending at the root is vouched. One pass and no arrays: the
- * verifier walks it once per level, not once per combination of levels.
+ * what is pending at the root is vouched.
  */
+struct bpfoom_units_walk {
+	struct bpfoom_units_found found;        /* .unvouched: what users' cgroups turned unvouched */
+	struct bpfoom_units_found pending;      /* .vouched: the nearest match; .unvouched: the highest */
+};
+
 /* The pending matches vouch for nothing: the highest joins the unvouched ones. */
-static __always_inline void units_unvouch(struct bpfoom_units_found *found, struct bpfoom_units_found *pending)
+static __always_inline void units_unvouch(struct bpfoom_units_walk *walk)
 {
-	if (!found->unvouched || pending->unvouched_value > found->unvouched_value) {
-		found->unvouched = true;
-		found->unvouched_value = pending->unvouched_value;
-		found->unvouched_id = pending->unvouched_id;
-		found->unvouched_owner = pending->unvouched_owner;
+	if (!walk->found.unvouched || walk->pending.unvouched_value > walk->found.unvouched_value) {
+		walk->found.unvouched = true;
+		walk->found.unvouched_value = walk->pending.unvouched_value;
+		walk->found.unvouched_id = walk->pending.unvouched_id;
+		walk->found.unvouched_owner = walk->pending.unvouched_owner;
 	}
-	pending->vouched = pending->unvouched = false;
+	walk->pending.vouched = walk->pending.unvouched = false;
+}
+
+/*
+ * One level of the walk: the cgroup id, owner, and whether its name is in the
+ * units map (and its value). A global function, for the verifier: the walk's
+ * state lives in memory it cannot follow through the call, so it checks
+ * these rules once, alone, instead of once per level for every combination
+ * of what the levels below found (11,563 instructions for a policy with one
+ * units map, inlined).
+ */
+__noinline int bpfoom_units_level(struct bpfoom_units_walk *walk, __u32 named, __s32 value, __u64 id, __u32 owner)
+{
+	if (!walk)
+		return 0;
+	if (named) {
+		if (!walk->pending.vouched) {
+			walk->pending.vouched = true;
+			walk->pending.vouched_value = value;
+			walk->pending.vouched_id = id;
+			walk->pending.vouched_owner = owner;
+		}
+		if (!walk->pending.unvouched || value > walk->pending.unvouched_value) {
+			walk->pending.unvouched = true;
+			walk->pending.unvouched_value = value;
+			walk->pending.unvouched_id = id;
+			walk->pending.unvouched_owner = owner;
+		}
+	}
+	if (owner && walk->pending.unvouched)   /* a user's cgroup: what is below it vouches for nothing */
+		units_unvouch(walk);
+	return 0;
 }
 
 static __always_inline void task_units(struct task_struct *task, void *units, struct bpfoom_units_found *found)
 {
 	struct kernfs_node *kn = task->cgroups->dfl_cgrp->kn;
-	struct bpfoom_units_found pending = {};         /* .vouched: the nearest; .unvouched: the highest */
+	struct bpfoom_units_walk walk;
 
-	__builtin_memset(found, 0, sizeof(*found));
+	__builtin_memset(&walk, 0, sizeof(walk));
 	for (int depth = 0; depth < BPFOOM_CGROUP_TRUST_DEPTH && kn; depth++) {
-		__u32 owner = kernfs_owner(kn);
+		struct bpfoom_unit *unit = NULL;
 
 		if (depth < BPFOOM_CGROUP_DEPTH) {
 			__u64 name_address = 0, hash;
-			struct bpfoom_unit *unit;
 
 			bpf_probe_read_kernel(&name_address, sizeof(name_address), &kn->name);
 			hash = bpfoom_kernfs_name_hash(name_address);
 			unit = bpf_map_lookup_elem(units, &hash);
-			if (unit) {
-				__s32 value = unit->value;
-
-				if (!pending.vouched) {
-					pending.vouched = true;
-					pending.vouched_value = value;
-					pending.vouched_id = kn->id;
-					pending.vouched_owner = owner;
-				}
-				if (!pending.unvouched || value > pending.unvouched_value) {
-					pending.unvouched = true;
-					pending.unvouched_value = value;
-					pending.unvouched_id = kn->id;
-					pending.unvouched_owner = owner;
-				}
-			}
 		}
-		if (owner && pending.unvouched)         /* a user's cgroup: what is below it vouches for nothing */
-			units_unvouch(found, &pending);
+		bpfoom_units_level(&walk, unit != NULL, unit ? unit->value : 0, kn->id, kernfs_owner(kn));
 		kn = kernfs_parent(kn);
 	}
-	if (kn && pending.unvouched)                    /* deeper than checked: vouched for by nobody */
-		units_unvouch(found, &pending);
-	found->vouched = pending.vouched;
-	found->vouched_value = pending.vouched_value;
-	found->vouched_id = pending.vouched_id;
-	found->vouched_owner = pending.vouched_owner;
+	if (kn)         /* deeper than checked: vouched for by nobody, as under a user's cgroup */
+		bpfoom_units_level(&walk, 0, 0, 0, 1);
+	*found = walk.found;
+	found->vouched = walk.pending.vouched;
+	found->vouched_value = walk.pending.vouched_value;
+	found->vouched_id = walk.pending.vouched_id;
+	found->vouched_owner = walk.pending.vouched_owner;
 }
 
 static __always_inline void basis_cgroup(struct bpfoom_basis *basis, __u64 id, __u32 owner, bool vouched)
