@@ -8,9 +8,11 @@ prefer_b (prefer_avoid, prefers the comm hog_b: no cgroup walk) and
 keep_ssh (also avoids sshd.service and uid 65534: a walk up every candidate's
 cgroups, with the owner checks that decide who may be protected). Then, side by
 side in one run:
-- `bpfoomctl status` (prefer_b attached) and `bpfoomctl explain DIR` of each
-  policy (by its own agent, with --baseline), --runs times each, alternating,
-  with --tasks extra sleeping processes on the host (wall time, median);
+- each policy applied by its own agent (this checkout's, and --baseline's),
+  then `bpfoomctl status`, `bpfoomctl explain` (the running policy, as verify
+  asks) and `bpfoomctl explain DIR` (a preview of the same policy), --runs
+  times each, alternating, with --tasks extra sleeping processes on the host
+  (wall time, median);
 - --runs memcg OOMs per policy, enforced and in shadow mode, alternating, each
   with the --tasks processes inside the OOM's cgroup (so every OOM scores them
   all): the kernel's own BPF statistics (kernel.bpf_stats_enabled, run_time_ns
@@ -147,14 +149,16 @@ def memcg_oom(mode):
 
 write("/proc/sys/kernel/bpf_stats_enabled", "1")
 variants = [arg.split("=", 1) for arg in sys.argv[3:]]
-figures = {"explain_s": {}, "status_s": [], "ooms": {}}
+figures = {"status_s": {}, "explain_s": {}, "preview_s": {}, "ooms": {}}
 parent = sleepers(tasks)
 time.sleep(2)
 for _ in range(runs):
-    figures["status_s"].append(timed(["bpfoomctl", "status"]))
-    for label, spec in variants:        # a preview of each variant's policy by its own agent: nothing attached
+    for label, spec in variants:        # each variant's policy applied by its own agent, then read and explained
         agent, policy = spec.split(":")
-        figures["explain_s"].setdefault(label, []).append(timed([agent, "explain", policy]))
+        subprocess.run([agent, "apply", policy], check=True, stdout=subprocess.DEVNULL)
+        figures["status_s"].setdefault(label, []).append(timed([agent, "status"]))
+        figures["explain_s"].setdefault(label, []).append(timed([agent, "explain"]))
+        figures["preview_s"].setdefault(label, []).append(timed([agent, "explain", policy]))
 stop(parent)
 for _ in range(runs):
     for label, spec in variants:
@@ -199,15 +203,14 @@ def main() -> int:
         guest = work / "cost.py"
         guest.write_text(GUEST)
         fleet.copy_to(host, guest, "/root/cost.py")
-        fleet.run_on(host, "bpfoomctl apply /root/now-prefer_b > /dev/null")
         result = fleet.run_on(host, f"python3 /root/cost.py {args.tasks} {args.runs} {' '.join(variants)}",
                               timeout=600 * args.runs)
     figures = json.loads(result.stdout)
-    status = median(figures["status_s"])
-    print(f"{args.tasks} extra tasks, {args.runs} runs each, medians:")
-    print(f"  bpfoomctl status {status:.3f} s")
-    for label, runs in figures["explain_s"].items():
-        print(f"  bpfoomctl explain, {label:16}: {median(runs):.3f} s   ratio to status {median(runs) / status:.2f}")
+    print(f"{args.tasks} extra tasks, {args.runs} runs each, medians; the policy applied by its own agent:")
+    for label, runs in figures["status_s"].items():
+        status, explain, preview = (median(figures[kind][label]) for kind in ("status_s", "explain_s", "preview_s"))
+        print(f"  {label:16}: status {status:.3f} s; explain {explain:.3f} s, ratio to status {explain / status:.2f}; "
+              f"explain DIR (a preview) {preview:.3f} s, ratio {preview / status:.2f}")
     for label, runs in figures["ooms"].items():
         per_oom = median([run["ns"] for run in runs]) / 1000
         calls = median([run["runs"] for run in runs])

@@ -354,6 +354,27 @@ def test_the_readme_policy_protects_sshd_on_debian_and_a_missing_unit_is_reporte
     assert host.bpfoomctl("status")["input_problems"] == [problem]
 
 
+def test_explain_ranks_by_what_the_running_policy_holds_and_a_preview_by_what_the_host_says(host, policy_cache):
+    """explain of the running policy shares its pinned units map (what an OOM now would decide by); explain DIR
+    resolves the names anew. The agent, frozen, cannot refresh the map the test empties."""
+    remote = host.upload_policy(build_policy(README_POLICY, policy_cache))
+    host.bpfoomctl(f"apply {remote}")
+    helper = host.run("sleep 600 >/dev/null 2>&1 & echo $!").stdout.strip()
+    pin = f"{host.run('ls -d /sys/fs/bpf/bpfoom/*/input-avoid_units').stdout.strip()}"
+    host.run("systemctl kill --signal=SIGSTOP bpfoom.service")
+    try:
+        host.run(f"echo {helper} > /sys/fs/cgroup/system.slice/ssh.service/cgroup.procs")
+        for entry in json.loads(host.run(f"bpftool -j map dump pinned {pin}").stdout):
+            host.run(f"bpftool map delete pinned {pin} key {' '.join(entry['key'])}")
+        running = host.bpfoomctl("explain --top=10000")
+        preview = host.bpfoomctl(f"explain --top=10000 {remote}")
+    finally:
+        host.run(f"kill {helper}; systemctl kill --signal=SIGCONT bpfoom.service", check=False)
+    rank = {name: [task["rank"] for task in explained["candidates"] if task["pid"] == int(helper)]
+            for name, explained in (("running", running), ("preview", preview))}
+    assert rank == {"running": [1], "preview": [0]}, rank
+
+
 def test_playbooks_report_a_missing_unit_and_refuse_bad_settings_before_touching_a_host(host, policy_cache,
                                                                                         tmp_path):
     """Through the playbooks, as an operator runs them: the rollout's task warns that the policy names a unit

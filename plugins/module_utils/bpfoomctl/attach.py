@@ -33,11 +33,29 @@ def _object_map_fd(obj, name):
     return libbpf.lib().bpf_map__fd(map_ptr) if map_ptr else -1
 
 
-def open_policy(policy_dir, manifest, programs, mode=None):
+def _share_pinned_inputs(obj, manifest, key):
+    """Make the object use the host input maps of the policy pinned under key, if it has them all: True if so."""
+    lib, fds = libbpf.lib(), [pins.pinned_input_fd(key, host_input["map"]) for host_input in manifest["host_inputs"]]
+    try:
+        if any(fd < 0 for fd in fds):
+            return False
+        for host_input, fd in zip(manifest["host_inputs"], fds):
+            if lib.bpf_map__reuse_fd(lib.bpf_object__find_map_by_name(obj, host_input["map"].encode()), fd) != 0:
+                raise Failure(ExitCode.FAILED, f"sharing the pinned map {host_input['map']} failed: "
+                                               f"{libbpf.errno_text()}")
+        return True
+    finally:
+        for fd in fds:                  # libbpf holds its own copy of each fd it reuses
+            if fd >= 0:
+                os.close(fd)
+
+
+def open_policy(policy_dir, manifest, programs, mode=None, pinned_key=None):
     """Open and load the policy's object with only the named programs (the rest are not even verified), and
     fill its host inputs. Returns (object, host input reports); the caller closes the object. mode: what a
     failed load is checked against (a kernel without what the mode attaches to fails as such, not as the
-    verifier's)."""
+    verifier's). pinned_key: the same policy as pinned under that key, whose host input maps the object shares
+    instead of filling its own (no report then): it ranks by what the running policy holds."""
     lib = libbpf.lib()
     libbpf.clear_log()
     obj = lib.bpf_object__open_file(os.path.join(policy_dir, "policy.bpf.o").encode(), None)
@@ -55,13 +73,14 @@ def open_policy(policy_dir, manifest, programs, mode=None):
             raise Failure(ExitCode.FAILED, f"policy {manifest['name']!r} has no program "
                                            f"{', '.join(sorted(set(programs) - found))}: it was built by an older "
                                            "bpfoom.fleet; build and roll it out again")
+        shared = bool(pinned_key and manifest.get("host_inputs")) and _share_pinned_inputs(obj, manifest, pinned_key)
         if lib.bpf_object__load(obj) != 0:
             failure = mode and kernel.mode_failure(mode)
             if failure:
                 raise failure
             raise Failure(ExitCode.VERIFIER, f"the kernel's verifier rejected policy {manifest['name']!r} "
                                              f"({libbpf.errno_text()}); last lines of its log:\n{libbpf.log_tail()}")
-        return obj, inputs.fill(lambda name: _object_map_fd(obj, name), manifest)
+        return obj, [] if shared else inputs.fill(lambda name: _object_map_fd(obj, name), manifest)
     except BaseException:
         lib.bpf_object__close(obj)
         raise

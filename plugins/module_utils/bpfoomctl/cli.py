@@ -44,7 +44,8 @@ def _explain_arguments(command):
     command.add_argument("--top", metavar="N", type=positive_int, default=explain.EXPLAIN_TOP,
                          help=f"candidates to list (default {explain.EXPLAIN_TOP})")
     command.add_argument("policy_dir", metavar="POLICY_DIR", nargs="?",
-                         help="a built policy to preview (default: the desired one)")
+                         help="a built policy to preview, its units and PIDs resolved now (default: the desired "
+                              "one, as its pinned maps hold them)")
 
 
 def _events_arguments(command):

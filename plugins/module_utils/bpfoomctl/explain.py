@@ -45,10 +45,11 @@ def observers(pid=None):
     return chain
 
 
-def run_explain(policy_dir, manifest):
-    """Every process as the policy's iter/task program ranks it now: a list of abi.Candidate."""
+def run_explain(policy_dir, manifest, pinned_key=None):
+    """Every process as the policy's iter/task program ranks it now: a list of abi.Candidate. pinned_key: the
+    running policy's key, whose host input maps it shares (open_policy)."""
     lib = libbpf.lib()
-    obj, _reports = open_policy(policy_dir, manifest, [EXPLAIN_PROGRAM])
+    obj, _reports = open_policy(policy_dir, manifest, [EXPLAIN_PROGRAM], pinned_key=pinned_key)
     try:
         link = lib.bpf_program__attach_iter(lib.bpf_object__find_program_by_name(obj, EXPLAIN_PROGRAM.encode()), None)
         if not link:
@@ -119,13 +120,16 @@ def rank_candidates(candidates, tie_breaker, memcg=None, paths=None, left_out=()
 
 def explain(store, policy_dir=None, memcg=None, top=EXPLAIN_TOP):
     """Which process the policy would kill now (in a global OOM, or an OOM of cgroup memcg), and which one the
-    kernel would kill without it; for the desired policy, or any built one (a preview: nothing is attached)."""
+    kernel would kill without it; for the desired policy, or any built one (a preview: nothing is attached).
+    The desired policy ranks by what its pinned host input maps hold, as it would decide now; a preview asks
+    the host anew (systemd, pidfiles)."""
+    running = None
     if policy_dir is None:
-        desired = store.desired()
-        if not desired:
+        running = store.desired()
+        if not running:
             raise Failure(ExitCode.FAILED, "no policy runs here: give the directory of a built policy "
                                            "(bpfoomctl explain DIR)")
-        policy_dir = store.policy_dir(split_key(desired)[0])
+        policy_dir = store.policy_dir(split_key(running)[0])
     manifest = store.manifest(policy_dir)
     if not os.path.exists(VMLINUX_BTF):     # not parsed here: libbpf parses it once, for the load
         raise kernel.no_btf_failure("no BPF program can rank its tasks")
@@ -134,7 +138,7 @@ def explain(store, policy_dir=None, memcg=None, top=EXPLAIN_TOP):
         raise Failure(ExitCode.FAILED, f"no cgroup {memcg} under /sys/fs/cgroup: give a path such as "
                                        "/system.slice/nginx.service")
     started = time.monotonic()
-    candidates = run_explain(policy_dir, manifest)
+    candidates = run_explain(policy_dir, manifest, running)
     left_out = observers()
     ranked, kernel_victim = rank_candidates(candidates, manifest.get("tie_breaker", "kernel"), memcg, paths,
                                             left_out)

@@ -32,7 +32,7 @@ def _load():
         ("bpf_program__attach_iter", vp, [vp, vp]), ("bpf_link__fd", i32, [vp]),
         ("bpf_link__destroy", i32, [vp]), ("bpf_iter_create", i32, [i32]),
         ("bpf_object__find_map_by_name", vp, [vp, cp]), ("bpf_map__fd", i32, [vp]),
-        ("bpf_map__pin", i32, [vp, cp]),
+        ("bpf_map__pin", i32, [vp, cp]), ("bpf_map__reuse_fd", i32, [vp, i32]),
         ("bpf_map_update_elem", i32, [i32, vp, vp, ctypes.c_uint64]),
         ("bpf_map_lookup_elem", i32, [i32, vp, vp]),
         ("bpf_map_delete_elem", i32, [i32, vp]),
