@@ -103,3 +103,15 @@ def test_the_rollback_report_says_what_runs_now_or_why_not():
         "c: no policy -> no policy (-), unchanged", "d: not taken back: d: no policy ran before web",
         "e: not taken back: ssh", "f: not reached: the rollback stopped after d failed"]
     assert list(result["failures"]) == ["d", "e", "f"]
+
+
+def test_a_host_ends_at_its_apply_only_with_no_step_left():
+    from ansible_collections.bpfoom.fleet.plugins.filter.rollout_report import rollout_done
+    enforced = {"hook": True, "mode": "enforce"}
+    assert rollout_done(enforced, False)
+    assert not rollout_done(enforced, True)                                 # a canary: its smoke test follows
+    assert rollout_done({"hook": True, "mode": "shadow"}, True)             # a shadow policy decides nothing
+    assert not rollout_done({"unreachable": True, "msg": "timed out"}, False)
+    assert not rollout_done({"libbpf_missing": True, "hook": True, "mode": "enforce"}, False)
+    assert not rollout_done({"hook": False, "mode": "enforce"}, False)      # the stop at a kernel without the hook
+    assert rollout_done({"hook": False, "mode": "enforce", "skipped": True}, False, "skip")
