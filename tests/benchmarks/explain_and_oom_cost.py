@@ -2,6 +2,7 @@
 in shadow mode, with 1,000 extra tasks; optionally beside the same policies as an earlier commit builds them.
 
     PATH=<venv>/bin:$PATH python3 tests/benchmarks/explain_and_oom_cost.py [--tasks 1000] [--runs 5] [--baseline REF]
+        [--ooms N]
 
 Boots one patched lab host (1 vCPU, as the lab's hosts). Two policies:
 prefer_b (prefer_avoid, prefers the comm hog_b: no cgroup walk) and
@@ -46,10 +47,10 @@ KEEP_SSH = {"name": "keep_ssh", "template": "prefer_avoid",
             "params": {"prefer": {"comm": ["hog_b"]}, "avoid": {"cgroup": ["sshd.service"], "uid": [65534]}}}
 POLICIES = {"prefer_b": PREFER_B, "keep_ssh": KEEP_SSH}
 
-# On the host. Arguments: TASKS RUNS VARIANT... (VARIANT: LABEL=AGENT:POLICY_DIR). Prints the figures as JSON.
+# On the host. Arguments: TASKS RUNS OOMS VARIANT... (VARIANT: LABEL=AGENT:POLICY_DIR). Prints the figures as JSON.
 GUEST = r"""
 import json, os, re, signal, subprocess, sys, time
-tasks, runs = int(sys.argv[1]), int(sys.argv[2])
+tasks, runs, ooms = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
 CG = "/sys/fs/cgroup/bench"
 
 def write(path, text):
@@ -135,7 +136,8 @@ def memcg_oom(mode):
     victims = [name for name in order if not name.endswith("(exited)")]
     time.sleep(0.5)
     ns1, cnt1 = bpf_run_ns(names)
-    ooms = int(dict(line.split() for line in open(CG + "/memory.events"))["oom_kill"])
+    events = dict(line.split() for line in open(CG + "/memory.events"))
+    ooms, invocations = int(events["oom_kill"]), int(events["oom"])
     write(CG + "/cgroup.kill", "1")
     for proc in hogs:
         if proc.returncode is None:
@@ -145,10 +147,11 @@ def memcg_oom(mode):
         time.sleep(0.05)
     os.rmdir(CG)
     return {"ns": (ns1 - ns0) / max(ooms, 1), "runs": (cnt1 - cnt0) / max(ooms, 1), "ooms": ooms,
-            "victim": victims[0] if victims else None, "killed": victims}
+            "victim": victims[0] if victims else None, "killed": victims,
+            "invocations": invocations}
 
 write("/proc/sys/kernel/bpf_stats_enabled", "1")
-variants = [arg.split("=", 1) for arg in sys.argv[3:]]
+variants = [arg.split("=", 1) for arg in sys.argv[4:]]
 figures = {"status_s": {}, "explain_s": {}, "preview_s": {}, "ooms": {}}
 parent = sleepers(tasks)
 time.sleep(2)
@@ -160,7 +163,7 @@ for _ in range(runs):
         figures["explain_s"].setdefault(label, []).append(timed([agent, "explain"]))
         figures["preview_s"].setdefault(label, []).append(timed([agent, "explain", policy]))
 stop(parent)
-for _ in range(runs):
+for _ in range(ooms):
     for label, spec in variants:
         agent, policy = spec.split(":")
         for mode in ("enforce", "shadow"):
@@ -182,6 +185,7 @@ def main() -> int:
     parser.add_argument("--tasks", type=int, default=1000)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--baseline", metavar="REF", help="also measure the policies as REF builds and applies them")
+    parser.add_argument("--ooms", type=int, help="memcg OOMs per policy and mode (default: --runs; 0: explain only)")
     args = parser.parse_args()
     with fleet.bench_host("bench=1:patched", memory_mib=1024) as (host, work):
         memhog = work / "memhog"
@@ -203,7 +207,8 @@ def main() -> int:
         guest = work / "cost.py"
         guest.write_text(GUEST)
         fleet.copy_to(host, guest, "/root/cost.py")
-        result = fleet.run_on(host, f"python3 /root/cost.py {args.tasks} {args.runs} {' '.join(variants)}",
+        ooms = args.runs if args.ooms is None else args.ooms
+        result = fleet.run_on(host, f"python3 /root/cost.py {args.tasks} {args.runs} {ooms} {' '.join(variants)}",
                               timeout=600 * args.runs)
     figures = json.loads(result.stdout)
     print(f"{args.tasks} extra tasks, {args.runs} runs each, medians; the policy applied by its own agent:")
@@ -217,7 +222,8 @@ def main() -> int:
         print(f"  memcg OOM, {label:24}: the policy's programs ran {per_oom:8.1f} us in {calls:.0f} calls per OOM "
               f"(first victims: {', '.join(str(run['victim']) for run in runs)}; "
               f"killed in order: {'; '.join('+'.join(run['killed']) or '-' for run in runs)}; "
-              f"OOMs per scenario: {', '.join(str(run['ooms']) for run in runs)})")
+              f"kills per scenario: {', '.join(str(run['ooms']) for run in runs)}; the OOM killer's invocations "
+              f"(memory.events oom): {', '.join(str(run.get('invocations')) for run in runs)})")
     return 0
 
 
