@@ -115,4 +115,3 @@ def test_a_host_ends_at_its_apply_only_with_no_step_left():
     assert not rollout_done({"libbpf_missing": True, "hook": True, "mode": "enforce"}, False)
     assert not rollout_done({"hook": False, "mode": "enforce"}, False)      # the stop at a kernel without the hook
     assert rollout_done({"hook": False, "mode": "enforce", "skipped": True}, False, "skip")
-
