@@ -32,9 +32,9 @@ def rollout_done(applied, smoke_test_follows, unpatched="fail"):
     """Whether a host's rollout ends at its apply (applied: what it registered): it answered, had libbpf, runs
     its policy or was told to leave a kernel without the hook alone, and is no canary whose smoke test follows.
 
-    A filter, not a condition of the playbook: Ansible evaluates a meta task's condition for each host in its
-    own process, one host after the other, compiling it anew each time (four conditions cost a host 30 ms of
-    the controller's time at 400 hosts; one short call, a tenth of that)."""
+    One rule, in Python: the condition of the include of tasks/rollout_host_steps.yml, which every host of the
+    rollout evaluates (Ansible compiles a condition anew for each host; four of them cost a host 30 ms of the
+    controller's time at 400 hosts, one short call a tenth of that)."""
     if applied.get("unreachable") or applied.get("libbpf_missing"):
         return False
     if not (applied.get("hook") or applied.get("mode") == "shadow" or unpatched != "fail"):

@@ -223,7 +223,7 @@ def main() -> int:
               f"(first victims: {', '.join(str(run['victim']) for run in runs)}; "
               f"killed in order: {'; '.join('+'.join(run['killed']) or '-' for run in runs)}; "
               f"kills per scenario: {', '.join(str(run['ooms']) for run in runs)}; the OOM killer's invocations "
-              f"(memory.events oom): {', '.join(str(run.get('invocations')) for run in runs)})")
+              f"(memory.events oom): {', '.join(str(run['invocations']) for run in runs)})")
     return 0
 
 

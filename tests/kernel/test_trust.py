@@ -360,7 +360,7 @@ def test_explain_ranks_by_what_the_running_policy_holds_and_a_preview_by_what_th
     remote = host.upload_policy(build_policy(README_POLICY, policy_cache))
     host.bpfoomctl(f"apply {remote}")
     helper = host.run("sleep 600 >/dev/null 2>&1 & echo $!").stdout.strip()
-    pin = f"{host.run('ls -d /sys/fs/bpf/bpfoom/*/input-avoid_units').stdout.strip()}"
+    pin = host.run("ls -d /sys/fs/bpf/bpfoom/*/input-avoid_units").stdout.strip()
     host.run("systemctl kill --signal=SIGSTOP bpfoom.service")
     try:
         host.run(f"echo {helper} > /sys/fs/cgroup/system.slice/ssh.service/cgroup.procs")
