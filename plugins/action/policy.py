@@ -1,17 +1,31 @@
 # Copyright: bpfoom.fleet contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Action plugin of bpfoom.fleet.policy: put the agent's files and the built policy into the module's
-arguments, so that the host is converged by one remote execution."""
+arguments, so that the host is converged by one remote execution.
+
+A rollout's host is one task, whatever it needs after its apply (the steps below run only where they are
+needed: libbpf and the apply again, the canary's smoke test). A task that only some hosts need would cost every
+host of the fleet a worker of the controller's to find that it is not one of them.
+"""
 
 from __future__ import annotations
 
 import base64
 import os
 
-from ansible.errors import AnsibleActionFail
+from ansible.errors import AnsibleActionFail, AnsibleConnectionFailure
 from ansible.plugins.action import ActionBase
 
 from ansible_collections.bpfoom.fleet.plugins.plugin_utils.agent_payload import host_named, run_with_agent
+
+MODULE = "bpfoom.fleet.policy"
+# The step a failed or unreachable host stopped at, as the rollout's report names it.
+APPLY = "Apply the policy (agent, bpffs, make-before-break; verified from the kernel)"
+INSTALL_LIBBPF = "Install libbpf on a host that lacks it"
+APPLY_AGAIN = "Apply the policy now that libbpf is there"
+SMOKE = "Provoke a contained memcg OOM and check the victim"
+# The keys of a policy's `smoke` section that the smoke test takes (the section is the user's group_vars).
+SMOKE_KEYS = ("processes", "limit_mib", "expect_victim", "timeout")
 
 
 class ActionModule(ActionBase):
@@ -26,8 +40,10 @@ class ActionModule(ActionBase):
         args = dict(self._task.args)
         build = args.pop("build", None)
         proven = args.pop("proven_policies", None)
+        install_libbpf, packages = args.pop("install_libbpf", False), args.pop("libbpf_packages", None)
+        smoke = args.pop("smoke", None)
         if args.get("state", "present") == "absent":     # detaching installs nothing
-            result.update(host_named(host, self._execute_module(module_name="bpfoom.fleet.policy", module_args=args,
+            result.update(host_named(host, self._execute_module(module_name=MODULE, module_args=args,
                                                                 task_vars=task_vars)))
             return result
         if not args.get("rollback_from"):
@@ -38,8 +54,45 @@ class ActionModule(ActionBase):
                     f"workflow's canary proved ({', '.join(proven.values()) or 'none'}): the policy map, the "
                     "group_vars or the collection changed since the canary ran. Launch the workflow again, from its "
                     "canary.")
-        result.update(run_with_agent(self, task_vars, "bpfoom.fleet.policy", args))
+        step = APPLY
+        try:
+            applied = run_with_agent(self, task_vars, MODULE, args)
+            if applied.get("libbpf_missing") and install_libbpf and not self._task.check_mode:
+                step = INSTALL_LIBBPF
+                names = list(packages or applied.get("libbpf_packages") or [])
+                installed = self._install(host, applied.get("package_manager"), names, task_vars)
+                if installed.get("failed"):
+                    return dict(result, **installed, failed_step=step)
+                step = APPLY_AGAIN
+                applied = dict(run_with_agent(self, task_vars, MODULE, args), libbpf_installed=names)
+                if applied.get("failed"):
+                    applied["failed_step"] = step
+            if smoke and applied.get("mode") == "enforce" and not applied.get("failed") and not self._task.check_mode:
+                step = SMOKE
+                applied["smoke"] = self._execute_module(
+                    module_name="bpfoom.fleet.policy_smoke", task_vars=task_vars,
+                    module_args=dict({key: smoke[key] for key in SMOKE_KEYS if key in smoke},
+                                     expect_policy_name=build.get("policy_name")))
+                if applied["smoke"].get("failed"):
+                    applied.update(failed=True, msg=applied["smoke"].get("msg"), failed_step=step)
+        except AnsibleConnectionFailure as error:
+            # Noted as a failure of this step (the rollout's rescue reports the host unreachable and its batch
+            # gate counts it), not left to Ansible, which would drop the host from the play and the report.
+            return dict(result, failed=True, unreachable_during=step, failed_step=step,
+                        msg=f"{host}: stopped answering during \"{step}\": {error.message}")
+        result.update(applied)
         return result
+
+    def _install(self, host, package_manager, names, task_vars):
+        """Install libbpf as ansible.builtin.package would with use=<the host's package manager>."""
+        module = f"ansible.legacy.{package_manager}"
+        if not package_manager or not self._shared_loader_obj.module_loader.has_plugin(module):
+            return {"failed": True, "msg": f"{host}: libbpf.so.1 is missing and the package manager of this host "
+                                           f"({package_manager or 'none found'}) is not one Ansible can drive: "
+                                           f"install {' or '.join(names)} on it, then run again"}
+        installed = self._execute_module(module_name=module, module_args={"name": names, "state": "present"},
+                                         task_vars=task_vars)
+        return host_named(host, installed)
 
     def _policy_args(self, host, build):
         """The manifest and the object of the build, as the module receives them."""

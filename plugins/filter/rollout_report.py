@@ -2,7 +2,7 @@
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Filters bpfoom.fleet.rollout_entries (each host's entry, from what the rollout registered on it),
 bpfoom.fleet.rollout_report (the report) and bpfoom.fleet.rollback_report (what the rollback did on each host),
-from plugins/plugin_utils/rollout_report.py; bpfoom.fleet.rollout_done (whether a host's rollout ends at its apply)."""
+from plugins/plugin_utils/rollout_report.py."""
 
 from __future__ import annotations
 
@@ -28,21 +28,7 @@ def rollback_report_filter(hosts, hostvars, stopped_by=None):
     return rollback_report({host: hostvars[host].get("_bpfoom_rolled_back") for host in hosts}, stopped_by)
 
 
-def rollout_done(applied, smoke_test_follows, unpatched="fail"):
-    """Whether a host's rollout ends at its apply (applied: what it registered): it answered, had libbpf, runs
-    its policy or was told to leave a kernel without the hook alone, and is no canary whose smoke test follows.
-
-    One rule, in Python: the condition of the include of tasks/rollout_host_steps.yml, which every host of the
-    rollout evaluates (Ansible compiles a condition anew for each host; four of them cost a host 30 ms of the
-    controller's time at 400 hosts, one short call a tenth of that)."""
-    if applied.get("unreachable") or applied.get("libbpf_missing"):
-        return False
-    if not (applied.get("hook") or applied.get("mode") == "shadow" or unpatched != "fail"):
-        return False
-    return not (smoke_test_follows and applied.get("mode") == "enforce")
-
-
 class FilterModule:
     def filters(self):
         return {"rollout_entries": rollout_entries, "rollout_report": rollout_report,
-                "rollback_report": rollback_report_filter, "rollout_done": rollout_done}
+                "rollback_report": rollback_report_filter}

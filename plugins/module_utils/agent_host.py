@@ -82,6 +82,15 @@ def package_manager():
     return next((name for name, path in PACKAGE_MANAGERS if os.path.exists(path)), None)
 
 
+# libbpf.so.1's package per package manager: Debian's name with apt, the RPM distributions' with every other.
+LIBBPF_PACKAGES = {"apt": ["libbpf1"]}
+
+
+def libbpf_packages(manager):
+    """The packages that install libbpf.so.1 with this package manager."""
+    return list(LIBBPF_PACKAGES.get(manager, ["libbpf"]))
+
+
 def agent_installed():
     return os.path.exists(COMMAND)
 
@@ -95,12 +104,13 @@ def host_facts():
 def missing_hook_message(facts):
     missing = [name for name, present in facts["hook_functions"].items() if not present]
     return (f"the kernel {facts['kernel_release']} has no BPF OOM hook ({', '.join(missing)} not in its BTF): "
-            "boot a kernel carrying the bpf_oom_evaluate_task series, or leave this host out")
+            "boot a kernel carrying the bpf_oom_evaluate_task series, leave this host out, or run the policy there in "
+            "shadow mode (unpatched=shadow; in the rollout, bpfoom_unpatched_hosts=shadow, or =skip to leave it as it is)")
 
 
-def libbpf_missing_message():
-    return ("libbpf.so.1 is missing: install libbpf1 (Debian), libbpf (RPM distributions); the rollout installs "
-            "it when agent_manage_packages is true")
+def libbpf_missing_message(manager):
+    return (f"libbpf.so.1 is missing: install {' '.join(libbpf_packages(manager))} (with {manager or 'the package manager'}); "
+            "the rollout and the agent role install it when agent_manage_packages is true")
 
 
 # --- the agent's files and service ----------------------------------------

@@ -84,19 +84,27 @@ package_manager:
   returned: always
   type: str
   sample: apt
+libbpf_packages:
+  description: The packages that install libbpf.so.1 with that package manager (V(libbpf1) with apt, V(libbpf) otherwise).
+  returned: always
+  type: list
+  elements: str
+  sample: [libbpf1]
 """
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.bpfoom.fleet.plugins.module_utils.agent_host import (
-    AGENT_SPEC, AgentHost, decode_files, libbpf_missing_message, libbpf_version, package_manager)
+    AGENT_SPEC, AgentHost, decode_files, libbpf_missing_message, libbpf_packages, libbpf_version, package_manager)
 
 
 def main():
     module = AnsibleModule(argument_spec=AGENT_SPEC, supports_check_mode=True)
-    result = dict(changed=False, files_changed=[], files_removed=[], agent={}, libbpf_missing=False, package_manager=package_manager())
+    manager = package_manager()
+    result = dict(changed=False, files_changed=[], files_removed=[], agent={}, libbpf_missing=False,
+                  package_manager=manager, libbpf_packages=libbpf_packages(manager))
     if libbpf_version() is None:
         result["libbpf_missing"] = True
-        module.fail_json(msg=libbpf_missing_message(), **result)
+        module.fail_json(msg=libbpf_missing_message(manager), **result)
     plan = AgentHost(module).converge(decode_files(module.params["agent_files"]), module.check_mode)
     digests = plan.pop("digests")
     result.update(changed=plan.pop("changed"), files_changed=plan.pop("files_changed"),

@@ -68,6 +68,26 @@ options:
     type: str
     choices: [fail, skip, shadow]
     default: fail
+  install_libbpf:
+    description:
+      - On a host that lacks libbpf.so.1, install it with the host's package manager and apply again, in the same
+        task (the action plugin does it; not in check mode). Without it such a host fails the task, changing nothing.
+    type: bool
+    default: false
+  libbpf_packages:
+    description:
+      - The packages O(install_libbpf) installs. Default the returned C(libbpf_packages), named by the host's package
+        manager, V(libbpf1) with apt (Debian, Ubuntu) and V(libbpf) with every other (dnf, yum, zypper).
+    type: list
+    elements: str
+  smoke:
+    description:
+      - After the apply, when the policy runs enforcing, run this smoke test on the host in the same task, a
+        canary's proof. Its keys are options of M(bpfoom.fleet.policy_smoke) (O(bpfoom.fleet.policy_smoke#module:processes),
+        O(bpfoom.fleet.policy_smoke#module:limit_mib), O(bpfoom.fleet.policy_smoke#module:expect_victim),
+        O(bpfoom.fleet.policy_smoke#module:timeout)); the expected policy name is the build's.
+      - Its result is C(smoke); a failed smoke test fails the task. Not in check mode.
+    type: dict
   manifest:
     description:
       - Internal, set by the action plugin; the built policy's manifest.
@@ -211,11 +231,38 @@ libbpf_missing:
   returned: always
   type: bool
   sample: false
+libbpf_installed:
+  description: The packages the task installed because libbpf.so.1 was missing (O(install_libbpf)).
+  returned: when installed
+  type: list
+  elements: str
+  sample: [libbpf1]
+smoke:
+  description: The result of the smoke test (O(smoke)), as M(bpfoom.fleet.policy_smoke) returns it.
+  returned: when O(smoke) was given and the policy runs enforcing
+  type: dict
+  sample: {"victim": "report-gen", "policy_name": "web"}
+failed_step:
+  description: The step a failed task stopped at (the install of libbpf, the apply again, the smoke test).
+  returned: failure, after the first apply
+  type: str
+  sample: Provoke a contained memcg OOM and check the victim
+unreachable_during:
+  description: The step during which the host stopped answering; the task then fails (it is not left unreachable).
+  returned: when the host stopped answering
+  type: str
+  sample: Apply the policy (agent, bpffs, make-before-break; verified from the kernel)
 package_manager:
   description: The host's package manager (for C(ansible.builtin.package)'s C(use)), null if none is known.
   returned: always
   type: str
   sample: apt
+libbpf_packages:
+  description: The packages that install libbpf.so.1 with that package manager (V(libbpf1) with apt, V(libbpf) otherwise).
+  returned: always
+  type: list
+  elements: str
+  sample: [libbpf1]
 notes:
   description: What the agent noted (for select_pid, the target process it resolved; the unit aliases it resolved).
   returned: always
@@ -240,7 +287,7 @@ import shutil
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.bpfoom.fleet.plugins.module_utils.agent_host import (
     AGENT_SPEC, AgentHost, agent_installed, decode_files, host_facts, libbpf_missing_message, missing_hook_message,
-    package_manager, policy_identity, run_bpfoomctl)
+    libbpf_packages, package_manager, policy_identity, run_bpfoomctl)
 from ansible_collections.bpfoom.fleet.plugins.module_utils.bpfoomctl.contract import INCOMING_DIR, STATE_DIR
 from ansible_collections.bpfoom.fleet.plugins.module_utils.host_mode import UNPATCHED_CHOICES, mode_on_host
 
@@ -248,6 +295,9 @@ ARGUMENT_SPEC = dict(
     AGENT_SPEC,
     build=dict(type="dict"),
     proven_policies=dict(type="dict"),
+    install_libbpf=dict(type="bool", default=False),
+    libbpf_packages=dict(type="list", elements="str"),
+    smoke=dict(type="dict"),
     rollback_from=dict(type="str"),
     state=dict(type="str", choices=["present", "absent"], default="present"),
     mode=dict(type="str", choices=["enforce", "shadow"], default="enforce"),
@@ -316,6 +366,7 @@ class PolicyRun:
         self.result = dict(changed=False, previous=None, policy_name=None, policy_hash=None, mode=None, links=[],
                            evaluations=None, selections=None, files_changed=[], files_removed=[], agent={}, notes=[],
                            input_problems=[], libbpf_missing=False, package_manager=package_manager(),
+                           libbpf_packages=libbpf_packages(package_manager()),
                            kernel_release=self.facts["kernel_release"], hook=self.facts["hook"])
         self.status = self.wanted = None
         self.policy_changed = False
@@ -347,7 +398,7 @@ class PolicyRun:
                                        "runs in shadow mode")
         if self.facts["libbpf_version"] is None:
             result["libbpf_missing"] = True
-            self.fail(libbpf_missing_message())
+            self.fail(libbpf_missing_message(result["package_manager"]))
         # The agent: its files, unit, bpffs and service (not for state=absent: detaching installs nothing).
         self.digests = {}
         if params["state"] == "present":

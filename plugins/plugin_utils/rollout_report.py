@@ -25,9 +25,9 @@ OUTCOMES = ("done", "would apply", "skipped", "failed", "unreachable", "not reac
 # Outcomes that leave a host off its group's policy: they fail the run.
 FAILED = ("failed", "unreachable", "interrupted")
 HEADER = ["HOST", "GROUP", "RUNS NOW (kernel)", "HASH", "OUTCOME", "STEP", "DETAIL"]
-# What playbooks/rollout.yml registers on a host: the apply, the apply again once libbpf was installed, the
-# canary's smoke test, the rescue's note of where and why the host stopped, the kernel read after a failure.
-NOTED = ("_bpfoom_applied", "_bpfoom_applied_again", "_bpfoom_smoke", "_bpfoom_failure", "_bpfoom_read")
+# What playbooks/rollout.yml registers on a host: the apply (with the canary's smoke test in it), the rescue's
+# note of where and why the host stopped, the kernel read after a failure.
+NOTED = ("_bpfoom_applied", "_bpfoom_failure", "_bpfoom_read")
 
 
 def host_entry(host, group, noted, check_mode=False, stopped_by=None):
@@ -39,18 +39,16 @@ def host_entry(host, group, noted, check_mode=False, stopped_by=None):
     if noted.get("_bpfoom_failure"):
         return {**entry, **noted["_bpfoom_failure"]}
     applied = noted.get("_bpfoom_applied")
-    if isinstance(applied, dict) and applied.get("libbpf_missing"):
-        applied = noted.get("_bpfoom_applied_again")     # the same call again, once libbpf was there
     if isinstance(applied, dict) and "hook" in applied and not applied.get("failed"):
-        outcome, detail = rollout_detail(applied, check_mode, noted.get("_bpfoom_smoke"))
+        outcome, detail = rollout_detail(applied, check_mode, applied.get("smoke"))
         return {**entry, "outcome": outcome, "detail": detail, "kernel": applied}
     return {**entry, "outcome": "not reached",
             "detail": f"the rollout stopped after {stopped_by} failed" if stopped_by else None}
 
 
 def rollout_detail(host_result, check_mode=False, smoke=None):
-    """The rollout's outcome of one host after its apply (host_result: the policy task's result, the second one
-    when libbpf had to be installed first): (outcome, detail)."""
+    """The rollout's outcome of one host after its apply (host_result: the policy task's result, from the apply
+    again when libbpf had to be installed first; smoke: the canary's smoke test): (outcome, detail)."""
     mode, previous = host_result.get("mode"), host_result.get("previous") or {}
     if mode is None:
         return "skipped", f"kernel {host_result.get('kernel_release')} has no BPF OOM hook"

@@ -155,3 +155,10 @@ def test_each_exit_code_of_the_agent_is_reported_by_its_meaning(monkeypatch, rc,
         agent_host.run_bpfoomctl(Agent(), "apply", "--mode=shadow", "/p")
     result = failed.value.args[0]
     assert (result["agent_failure"], result["hook_missing"], result["rc"]) == (failure, hook_missing, rc)
+
+
+@pytest.mark.parametrize("manager, packages", [("apt", ["libbpf1"]), ("dnf", ["libbpf"]), ("yum", ["libbpf"]),
+                                               ("zypper", ["libbpf"]), (None, ["libbpf"])])
+def test_libbpf_is_named_as_the_package_manager_names_it(manager, packages):
+    assert agent_host.libbpf_packages(manager) == packages
+    assert agent_host.libbpf_missing_message(manager).startswith(f"libbpf.so.1 is missing: install {packages[0]} (")

@@ -62,13 +62,9 @@ APPLIED_DONE = dict(APPLIED, mode="enforce", previous={"policy_name": "old", "po
 
 
 def test_a_host_entry_comes_from_what_the_rollout_registered():
-    done = host_entry("a", "web", {"_bpfoom_applied": APPLIED_DONE, "_bpfoom_smoke": {"victim": "hog"}})
-    assert (done["outcome"], done["detail"], done["kernel"]) == ("done", "replaces old, canary smoke victim hog",
-                                                                 APPLIED_DONE)
-    # libbpf was missing: the second apply says what the host runs.
-    again = host_entry("a", "web", {"_bpfoom_applied": {"failed": True, "libbpf_missing": True},
-                                    "_bpfoom_applied_again": APPLIED_DONE})
-    assert again["outcome"] == "done" and again["kernel"] is APPLIED_DONE
+    smoked = dict(APPLIED_DONE, smoke={"victim": "hog"})       # a canary: its smoke test is in its apply's result
+    done = host_entry("a", "web", {"_bpfoom_applied": smoked})
+    assert (done["outcome"], done["detail"], done["kernel"]) == ("done", "replaces old, canary smoke victim hog", smoked)
     failure = {"outcome": "failed", "step": "Provoke a contained memcg OOM", "detail": "wrong victim"}
     failed = host_entry("a", "web", {"_bpfoom_applied": APPLIED_DONE, "_bpfoom_failure": failure, "_bpfoom_read": READ})
     assert (failed["outcome"], failed["step"], failed["kernel"]) == ("failed", failure["step"], READ)
@@ -103,15 +99,3 @@ def test_the_rollback_report_says_what_runs_now_or_why_not():
         "c: no policy -> no policy (-), unchanged", "d: not taken back: d: no policy ran before web",
         "e: not taken back: ssh", "f: not reached: the rollback stopped after d failed"]
     assert list(result["failures"]) == ["d", "e", "f"]
-
-
-def test_a_host_ends_at_its_apply_only_with_no_step_left():
-    from ansible_collections.bpfoom.fleet.plugins.filter.rollout_report import rollout_done
-    enforced = {"hook": True, "mode": "enforce"}
-    assert rollout_done(enforced, False)
-    assert not rollout_done(enforced, True)                                 # a canary: its smoke test follows
-    assert rollout_done({"hook": True, "mode": "shadow"}, True)             # a shadow policy decides nothing
-    assert not rollout_done({"unreachable": True, "msg": "timed out"}, False)
-    assert not rollout_done({"libbpf_missing": True, "hook": True, "mode": "enforce"}, False)
-    assert not rollout_done({"hook": False, "mode": "enforce"}, False)      # the stop at a kernel without the hook
-    assert rollout_done({"hook": False, "mode": "enforce", "skipped": True}, False, "skip")
