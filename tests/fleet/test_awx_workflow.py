@@ -26,7 +26,6 @@ GOOD_MAP = {"db": dict(DB, name="wf_db"), "web": dict(WEB, name="wf_web")}
 # The web policy again under another name, whose smoke test expects the wrong victim: its canary fails.
 BAD_MAP = {"db": GOOD_MAP["db"], "web": dict(WEB, name="wf_web_bad", smoke=dict(WEB["smoke"], expect_victim="web-server"))}
 WORKFLOW = "bpfoom fleet rollout"
-SMOKE_TASK = "Provoke a contained memcg OOM and check the victim"
 
 
 @pytest.fixture(scope="module")
@@ -69,8 +68,7 @@ def rolled_out(job) -> list:
 
 
 def smoke_victims(job) -> dict:
-    return {event["event_data"]["host"]: event["event_data"]["res"].get("victim") for event in job.events
-            if event["event"] in ("runner_on_ok", "runner_on_failed") and event["event_data"].get("task") == SMOKE_TASK}
+    return {host: smoke.get("victim") for host, smoke in fleet.canary_smoke_results(job.events).items()}
 
 
 def summary(run) -> str:

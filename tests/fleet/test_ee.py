@@ -49,7 +49,6 @@ def test_the_rollout_runs_inside_the_execution_environment(lab, tmp_path, monkey
     tasks = {event["event_data"].get("task_path", "").split(":")[0] for event in run.events
              if event["event"] == "playbook_on_task_start"}
     assert f"{IMAGE_COLLECTION}/playbooks/rollout.yml" in tasks, sorted(tasks)
-    smoke = [event["event_data"]["res"] for event in run.events if event["event"] == "runner_on_ok"
-             and event["event_data"].get("task") == "Provoke a contained memcg OOM and check the victim"]
-    assert [result["victim"] for result in smoke] == ["report-gen"], smoke
+    smoke = fleet.canary_smoke_results(run.events)
+    assert [result["victim"] for result in smoke.values()] == ["report-gen"], smoke
     assert status["attached_policy"]["policy_name"] == "ee_web", status["attached_policy"]

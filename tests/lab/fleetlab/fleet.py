@@ -390,3 +390,15 @@ def inventory_directory(directory: Path, group_vars) -> Path:
     else:
         shutil.copytree(group_vars, directory / "group_vars")
     return directory
+
+
+# The rollout's one task per host: a canary's smoke test runs inside it (plugins/action/policy.py).
+ROLLOUT_APPLY_TASK = "Apply the policy (agent, bpffs, make-before-break; verified from the kernel)"
+
+
+def canary_smoke_results(events) -> dict:
+    """{host: the smoke test's result} of the canaries of a rollout, from its job events (ansible-runner's or
+    the AWX reproduction's, which have the same shape)."""
+    return {event["event_data"]["host"]: event["event_data"]["res"]["smoke"] for event in events
+            if event["event"] in ("runner_on_ok", "runner_on_failed")
+            and event["event_data"].get("task") == ROLLOUT_APPLY_TASK and "smoke" in event["event_data"].get("res", {})}
