@@ -378,12 +378,15 @@ class PolicyRun:
         self.module.exit_json(**self.result)
 
     def decide(self):
-        """Every decision, nothing written: ends the run where nothing is to be done (no agent to detach, no hook
-        and unpatched=skip) or nothing can be (no hook and unpatched=fail, no libbpf)."""
+        """Every decision, nothing written: ends the run where nothing is to be done (no agent to detach or to roll
+        back, no hook and unpatched=skip) or nothing can be (no hook and unpatched=fail, no libbpf)."""
         params, result = self.params, self.result
         installed = agent_installed()
         if params["state"] == "absent" and not installed:
             result["notes"].append("no agent on this host: no bpfoom policy to detach")
+            self.finish()
+        if params["rollback_from"] and not installed:      # a rollback installs nothing either
+            result["notes"].append("no agent on this host: no bpfoom policy to roll back")
             self.finish()
         self.mode = params["mode"]
         if params["state"] == "present" and not params["rollback_from"]:

@@ -244,3 +244,10 @@ def test_rollback_from_a_policy_the_host_never_ran_changes_nothing(capsys, host)
     host.agent = FakeAgent()
     result = run(capsys, {"rollback_from": WEB_NEXT["policy_hash"]})
     assert not result["changed"] and result["policy_name"] is None and host.agent.commands == ["status"]
+
+
+def test_rollback_on_a_host_without_the_agent_installs_nothing(capsys, host):
+    host.installed = False
+    result = run(capsys, {"rollback_from": WEB_NEXT["policy_hash"], "agent_files": {}})
+    assert not result["changed"] and result["notes"] == ["no agent on this host: no bpfoom policy to roll back"]
+    assert host.agent.commands == [] and FakeAgentHost.check_modes == []
