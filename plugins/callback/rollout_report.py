@@ -8,7 +8,7 @@ DOCUMENTATION = r"""
 name: rollout_report
 type: aggregate
 short_description: The rollout's report when the controller is interrupted
-version_added: 0.2.0
+version_added: 0.1.0
 description:
   - C(bpfoom.fleet.rollout) ends with a report of every host (its last play). A controller interrupted during a
     batch (Ctrl-C) never reaches that play; this callback then prints the same report from what the run saw,

@@ -7,7 +7,7 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 module: agent
 short_description: Install the bpfoom agent (bpfoomctl and bpfoom.service) in one execution
-version_added: 0.2.0
+version_added: 0.1.0
 description:
   - The agent part of M(bpfoom.fleet.policy), for a host that should run the agent without being given a policy
     (the role C(bpfoom.fleet.agent) calls it).
