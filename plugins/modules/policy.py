@@ -362,11 +362,11 @@ class PolicyRun:
 
     def __init__(self, module):
         self.module, self.params = module, module.params
-        self.facts = host_facts()
+        self.facts, manager = host_facts(), package_manager()
         self.result = dict(changed=False, previous=None, policy_name=None, policy_hash=None, mode=None, links=[],
                            evaluations=None, selections=None, files_changed=[], files_removed=[], agent={}, notes=[],
-                           input_problems=[], libbpf_missing=False, package_manager=package_manager(),
-                           libbpf_packages=libbpf_packages(package_manager()),
+                           input_problems=[], libbpf_missing=False, package_manager=manager,
+                           libbpf_packages=libbpf_packages(manager),
                            kernel_release=self.facts["kernel_release"], hook=self.facts["hook"])
         self.status = self.wanted = None
         self.policy_changed = False

@@ -40,16 +40,16 @@ def host_entry(host, group, noted, check_mode=False, stopped_by=None):
         return {**entry, **noted["_bpfoom_failure"]}
     applied = noted.get("_bpfoom_applied")
     if isinstance(applied, dict) and "hook" in applied and not applied.get("failed"):
-        outcome, detail = rollout_detail(applied, check_mode, applied.get("smoke"))
+        outcome, detail = rollout_detail(applied, check_mode)
         return {**entry, "outcome": outcome, "detail": detail, "kernel": applied}
     return {**entry, "outcome": "not reached",
             "detail": f"the rollout stopped after {stopped_by} failed" if stopped_by else None}
 
 
-def rollout_detail(host_result, check_mode=False, smoke=None):
+def rollout_detail(host_result, check_mode=False):
     """The rollout's outcome of one host after its apply (host_result: the policy task's result, from the apply
-    again when libbpf had to be installed first; smoke: the canary's smoke test): (outcome, detail)."""
-    mode, previous = host_result.get("mode"), host_result.get("previous") or {}
+    again when libbpf had to be installed first, with the canary's smoke test in it): (outcome, detail)."""
+    mode, previous, smoke = host_result.get("mode"), host_result.get("previous") or {}, host_result.get("smoke")
     if mode is None:
         return "skipped", f"kernel {host_result.get('kernel_release')} has no BPF OOM hook"
     if previous.get("policy_hash") != host_result.get("policy_hash"):
