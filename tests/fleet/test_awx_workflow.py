@@ -85,7 +85,8 @@ def summary(run) -> str:
 
 
 def test_the_workflow_rolls_out_stage_by_stage_and_verify_sees_the_survey_map(controller, workflow_lab):
-    run = controller.run_workflow(WORKFLOW, {"bpfoom_group_policies": yaml.safe_dump(GOOD_MAP)})
+    run = controller.run_workflow(WORKFLOW, awx.form_answers(awx.workflow(WORKFLOW)["survey_spec"], {
+        "bpfoom_group_policies": yaml.safe_dump(GOOD_MAP)}))
     print(summary(run))
     assert run.status == "successful", summary(run)
     assert list(run.nodes) == ["canary", "approve", "wave", "rest", "verify"], summary(run)
@@ -127,7 +128,8 @@ def test_the_workflow_rolls_out_stage_by_stage_and_verify_sees_the_survey_map(co
 
 def test_a_failed_canary_stops_the_workflow_and_the_rollback_edge_takes_it_back(controller, workflow_lab):
     before = attached(workflow_lab)
-    run = controller.run_workflow(WORKFLOW, {"bpfoom_group_policies": yaml.safe_dump(BAD_MAP)})
+    run = controller.run_workflow(WORKFLOW, awx.form_answers(awx.workflow(WORKFLOW)["survey_spec"], {
+        "bpfoom_group_policies": yaml.safe_dump(BAD_MAP)}))
     print(summary(run))
 
     # The canary failed on web1 (its smoke test's victim was not the one expected); nothing past it ran.

@@ -22,12 +22,12 @@ WEB = yaml.safe_load((DEMO_VARS / "web.yml").read_text())["bpfoom_policy"]
 
 def test_rollout_job_template_through_ansible_runner(lab, tmp_path):
     template = awx.job_template("bpfoom rollout")
-    extra_vars = awx.survey_answers(template["survey_spec"], {
+    extra_vars = awx.survey_answers(template["survey_spec"], awx.form_answers(template["survey_spec"], {
         "bpfoom_group_policies": yaml.safe_dump({
             "hook": dict(WEB, name="awx_web"),
             "nohook": {"name": "awx_legacy", "template": "prefer_avoid", "params": {"avoid": {"uid": [0]}}}}),
         "bpfoom_unpatched_hosts": "skip",
-    })
+    }), launch=True)
     # In AWX the collection comes with the execution environment; here, from this checkout.
     controller = awx.Controller(yaml.safe_load(fleet.inventory_path().read_text()),
                                 {"all": {"agent_manage_packages": False}}, tmp_path,

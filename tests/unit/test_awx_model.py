@@ -9,6 +9,7 @@ import pytest
 from fleetlab import awx
 
 WORKFLOW = "bpfoom fleet rollout"
+ANSWERS = awx.form_answers(awx.workflow(WORKFLOW)["survey_spec"])      # a launch from AWX's form, defaults kept
 
 
 class FakeController(awx.Controller):
@@ -44,14 +45,14 @@ def test_a_sliced_inventory_keeps_every_group_with_only_the_slices_hosts():
 
 def test_the_whole_workflow_runs_in_order_when_every_node_succeeds():
     controller = FakeController()
-    run = controller.run_workflow(WORKFLOW, {})
+    run = controller.run_workflow(WORKFLOW, ANSWERS)
     assert list(run.nodes) == ["canary", "approve", "wave", "rest", "verify"] and run.status == "successful"
 
 
 def test_a_node_gets_its_data_then_the_artifacts_before_it_then_the_survey_which_wins():
     controller = FakeController(artifacts={
         "canary": {"bpfoom_canary_hosts": ["db1"], "bpfoom_wave_percent": 99, "bpfoom_batches": "1"}})
-    controller.run_workflow(WORKFLOW, {"bpfoom_wave_percent": 20})
+    controller.run_workflow(WORKFLOW, {**ANSWERS, "bpfoom_wave_percent": 20})
     wave = dict(controller.launched)["wave"]
     assert wave["bpfoom_canary_hosts"] == ["db1"]          # an artifact of the canary
     assert wave["bpfoom_wave_percent"] == 20                # the survey's answer above the artifact
@@ -62,7 +63,7 @@ def test_a_node_gets_its_data_then_the_artifacts_before_it_then_the_survey_which
 @pytest.mark.parametrize("failed", ["canary", "wave", "rest"])
 def test_a_failed_stage_goes_to_rollback_and_nothing_after_it_runs(failed):
     controller = FakeController(outcomes={failed: "failed", "bpfoom rollback": "failed"})
-    run = controller.run_workflow(WORKFLOW, {})
+    run = controller.run_workflow(WORKFLOW, ANSWERS)
     order = ["canary", "approve", "wave", "rest"]
     assert list(run.nodes) == order[:order.index(failed) + 1] + ["rollback"]
     assert dict(controller.launched)["bpfoom rollback"]["bpfoom_rollback_failed_hosts"] is True
@@ -71,19 +72,34 @@ def test_a_failed_stage_goes_to_rollback_and_nothing_after_it_runs(failed):
 
 def test_a_rollback_that_succeeds_would_make_the_workflow_look_green():
     # AWX fails a workflow only where a failed node has no failure path: why the rollback node fails on purpose.
-    run = FakeController(outcomes={"canary": "failed"}).run_workflow(WORKFLOW, {})
+    run = FakeController(outcomes={"canary": "failed"}).run_workflow(WORKFLOW, ANSWERS)
     assert list(run.nodes) == ["canary", "rollback"] and run.status == "successful"
 
 
 def test_a_denied_approval_fails_the_workflow_after_the_canary():
-    run = FakeController().run_workflow(WORKFLOW, {}, approve=False)
+    run = FakeController().run_workflow(WORKFLOW, ANSWERS, approve=False)
     assert list(run.nodes) == ["canary", "approve"] and run.status == "failed"
 
 
 def test_survey_answers_are_checked_as_awx_checks_them():
     survey = awx.workflow(WORKFLOW)["survey_spec"]
-    assert awx.survey_answers(survey, {})["bpfoom_wave_percent"] == 10
+    assert awx.survey_answers(survey, {}, launch=False)["bpfoom_wave_percent"] == 10     # a node's job: defaults
     with pytest.raises(AssertionError, match="not in"):
-        awx.survey_answers(survey, {"bpfoom_unpatched_hosts": "ignore"})
+        awx.survey_answers(survey, {**ANSWERS, "bpfoom_unpatched_hosts": "ignore"}, launch=True)
     with pytest.raises(AssertionError, match="answers to no question"):
-        awx.survey_answers(survey, {"bpfoom_stage": "rest"})
+        awx.survey_answers(survey, {**ANSWERS, "bpfoom_stage": "rest"}, launch=True)
+
+
+def test_a_launch_must_answer_every_required_question_whatever_its_default():
+    # As AWX 24.6.1 refused the schedule: {'variables_needed_to_start': ["'bpfoom_verify_smoke' value missing", ...]}
+    survey = awx.workflow(WORKFLOW)["survey_spec"]
+    with pytest.raises(AssertionError, match="bpfoom_wave_percent, bpfoom_max_fail_percentage, "
+                                             "bpfoom_unpatched_hosts value missing"):
+        awx.survey_answers(survey, {"bpfoom_hosts": "all"}, launch=True)
+    assert awx.survey_answers(survey, ANSWERS, launch=True)["bpfoom_group_policies"] == ""    # not required
+
+
+def test_the_shipped_schedule_answers_every_required_question_of_its_template():
+    for schedule in awx.definitions()["controller_schedules"]:
+        template = awx.job_template(schedule["unified_job_template"])
+        awx.survey_answers(template["survey_spec"], schedule.get("extra_data", {}), launch=True)

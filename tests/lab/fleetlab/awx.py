@@ -9,6 +9,10 @@ collection's job templates and workflow node by node against lab hosts:
   extra_data, updated by the artifacts (set_stats) of the jobs before it on its path, updated by the
   workflow's extra vars (its survey), which win. A job template's survey then fills in the defaults
   of its questions nobody answered. AWX adds awx_job_id and awx_workflow_job_id.
+- Launches and schedules (seen on a real AWX 24.6.1, issue 24): an API launch of a job template or a
+  workflow, and a schedule's extra_data, must answer every required survey question, defaults or
+  not; AWX refuses them otherwise ("'bpfoom_verify_smoke' value missing"). Only a job a workflow
+  node starts has its survey's defaults fill in for it.
 - Slicing (Inventory.get_sliced_hosts and get_script_data, awx/main/models/inventory.py;
   JobTemplate.get_effective_slice_ct, jobs.py): the inventory's enabled hosts ordered by name, slice
   N of C gets hosts[N-1::C]; C is at most the number of hosts. Each slice is a job of its own with
@@ -52,8 +56,16 @@ def workflow(name: str) -> dict:
     return next(flow for flow in definitions()["controller_workflows"] if flow["name"] == name)
 
 
-def survey_answers(survey_spec: dict, answers: dict) -> dict:
-    """The extra vars a survey gives: its defaults, then the answers, checked against it as AWX checks them."""
+def survey_answers(survey_spec: dict, answers: dict, *, launch: bool) -> dict:
+    """The extra vars a survey gives: its defaults, then the answers, checked against it as AWX checks them.
+
+    launch: an API launch or a schedule, which must answer every required question itself (its default is
+    no answer); otherwise a job a workflow node starts, whose unanswered questions take their defaults.
+    """
+    if launch:
+        missing = [question["variable"] for question in survey_spec["spec"]
+                   if question.get("required") and question["variable"] not in answers]
+        assert not missing, f"{survey_spec['name']}: AWX refuses the launch: {', '.join(missing)} value missing"
     extra_vars = {}
     for question in survey_spec["spec"]:
         value = answers.get(question["variable"], question.get("default"))
@@ -67,6 +79,12 @@ def survey_answers(survey_spec: dict, answers: dict) -> dict:
     unknown = set(answers) - set(extra_vars)
     assert not unknown, f"answers to no question: {unknown}"
     return extra_vars
+
+
+def form_answers(survey_spec: dict, answers: dict | None = None) -> dict:
+    """What AWX's launch form submits: each question's default, as the form shows it, then the answers typed."""
+    return {**{question["variable"]: question["default"] for question in survey_spec["spec"] if "default" in question},
+            **(answers or {})}
 
 
 def slice_hosts(hosts, number: int, count: int) -> list:
@@ -168,7 +186,7 @@ class Controller:
         for group, variables in group_vars.items():
             (data / "inventory" / "group_vars" / f"{group}.yml").write_text(yaml.safe_dump(variables))
         # A template's survey fills in the questions nobody answered; AWX's own variables come last.
-        job_vars = {**survey_answers(template["survey_spec"], {}), **extra_vars} if template.get("survey_spec") \
+        job_vars = {**survey_answers(template["survey_spec"], {}, launch=False), **extra_vars} if template.get("survey_spec") \
             else dict(extra_vars)
         job_vars.update({"awx_job_id": job_id, "tower_job_id": job_id})
         if workflow_job_id is not None:
@@ -191,7 +209,7 @@ class Controller:
     def run_workflow(self, name: str, answers: dict, approve: bool = True) -> WorkflowRun:
         """Launch a workflow job template with its survey answered; approval nodes get `approve`."""
         flow = workflow(name)
-        workflow_vars = survey_answers(flow["survey_spec"], answers)
+        workflow_vars = survey_answers(flow["survey_spec"], answers, launch=True)
         workflow_job_id = next(_job_ids)
         nodes = {node["identifier"]: node for node in flow["workflow_nodes"]}
         edges = {identifier: node.get("related", {}) for identifier, node in nodes.items()}

@@ -110,6 +110,8 @@ def lab_definition(base: str, collection: Path, work: Path) -> Path:
     definition["images"]["base_image"]["name"] = base
     definition["options"]["package_manager_path"] = "/usr/bin/apt-get"
     definition["options"]["skip_pip_install"] = True          # python3-pip is in the base
+    # CentOS's CRB repository (for libbpf-devel) has no Debian counterpart: libbpf-dev is in the base.
+    del definition["additional_build_steps"]["prepend_base"]
     for entry in definition["additional_build_files"]:
         source = (DEFINITION.parent / entry["src"]).resolve()
         entry["src"] = str(collection if source.name == "bpfoom-fleet.tar.gz" else source)
