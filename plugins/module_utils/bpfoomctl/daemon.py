@@ -131,7 +131,7 @@ def events(store, once=False, metrics_file=None):
         record_type, entry = MODE_RECORDS[policy["mode"]]
         if size < ctypes.sizeof(record_type):
             return 0
-        journal.send(*entry(record_type.from_address(data), policy))
+        journal.send(*entry(record_type.from_address(data), policy, cgroups))
         state["count"] += 1
         return 0
 
@@ -140,7 +140,9 @@ def events(store, once=False, metrics_file=None):
     hook, metrics_due, metrics_failed = not kernel.missing_functions(HOOK_FUNCTIONS), 0.0, False
     btf = bool(kernel.vmlinux_btf())
     host_inputs = HostInputs(store)
+    cgroups = kernel.CgroupPaths()
     while True:
+        cgroups.follow()
         if not once:
             held_pins = guard_pins(store, held_pins)
         desired = store.desired()
@@ -150,7 +152,7 @@ def events(store, once=False, metrics_file=None):
             metrics_due = time.monotonic() + metrics.METRICS_EVERY_S
             view = pins.managed_status() if btf else {"attached_policy": None, "policies": []}
             written = metrics.write_metrics(metrics_file, metrics.metrics_text(
-                view, hook, state["count"], time.time(), host_inputs.of(desired)))
+                view, hook, state["count"], time.time(), host_inputs.of(desired), desired=bool(desired)))
             if not written and not metrics_failed:
                 sys.stderr.write(f"bpfoomctl: cannot write {metrics_file} (its directory must exist when the agent "
                                  "starts): no metrics\n")

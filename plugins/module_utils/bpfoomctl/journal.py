@@ -43,7 +43,8 @@ def send(kind, fields):
 
 def basis_view(basis, paths=None):
     """What a rank rested on, for people: the matchers that decided (and who chose each identity), the task's
-    uid, the named cgroup that matched with its owner."""
+    uid, the named cgroup that matched with its owner. paths: {cgroup id: path} (or a kernel.CgroupPaths);
+    by default the hierarchy as it is now."""
     matched = [name for bit, name, _who in abi.MATCHED if basis.matched & bit]
     view = {"matched": matched or ["nothing (the template's default rank)"], "uid": basis.uid}
     if basis.cgroup_id:
@@ -77,11 +78,11 @@ def basis_fields(prefix, view):
     return fields
 
 
-def selection_entry(event, policy):
-    """The journal entry of one task an enforcing policy selected (an abi.Event)."""
+def selection_entry(event, policy, paths=None):
+    """The journal entry of one task an enforcing policy selected (an abi.Event); paths: basis_view()'s."""
     comm, displaced_comm = abi.text(event.comm), abi.text(event.displaced_comm)
     displaced = f"{printable(displaced_comm)}[{event.displaced_pid}]" if event.displaced_pid else "nothing"
-    basis = basis_view(event.basis)
+    basis = basis_view(event.basis, paths)
     return "selection", {
         "MESSAGE": f"bpfoom policy {policy['policy_name']} selected {printable(comm)}[{event.pid}] "
                    f"(cgroup {event.cgroup_id}), displacing {displaced}; {basis_text(basis)}",
@@ -94,8 +95,9 @@ def selection_entry(event, policy):
     }
 
 
-def shadow_entry(record, policy):
-    """The journal entry of one OOM a shadow policy saw (an abi.ShadowRecord): its choice beside the kernel's."""
+def shadow_entry(record, policy, paths=None):
+    """The journal entry of one OOM a shadow policy saw (an abi.ShadowRecord): its choice beside the kernel's;
+    paths: basis_view()'s."""
     outcome, reason = abi.SHADOW_OUTCOMES.get(record.outcome, ("not_comparable", f"outcome {record.outcome}"))
     policy_comm, kernel_comm = abi.text(record.policy_comm), abi.text(record.kernel_comm)
     mine = f"{printable(policy_comm)}[{record.policy_pid}]" if record.policy_pid else None
@@ -109,7 +111,7 @@ def shadow_entry(record, policy):
                              f"{kernel_choice}"), 3
     else:
         message, priority = f"{name} would have killed {mine}; {kernel_choice}", 5 if outcome == "agree" else 4
-    basis = basis_view(record.policy_basis) if record.policy_pid else None
+    basis = basis_view(record.policy_basis, paths) if record.policy_pid else None
     if basis:
         message += f"; the policy's {basis_text(basis)}"
     return "shadow", {

@@ -38,6 +38,42 @@ def cgroup_paths(root="/sys/fs/cgroup"):
     return paths
 
 
+class CgroupPaths:
+    """{cgroup id: path} for the events loop, which names cgroups that may be gone by the time it writes.
+
+    The cgroup a journal entry names is often removed before the entry is written: systemd stops the unit
+    whose process the OOM killer took and removes its cgroup, racing the agent's read of the ring buffer. So
+    the loop calls follow() each turn, which walks the hierarchy again only when its number of cgroups
+    changed (one read of the root's cgroup.stat), and a lookup answers from the last walk or the one before
+    it: a cgroup that existed at any turn before the OOM is named even once removed. A cgroup created and
+    killed within one turn (2 s) can still be missed: its entry then says "cgroup id N".
+    """
+
+    def __init__(self, root="/sys/fs/cgroup"):
+        self.root, self.descendants, self.paths, self.before = root, None, {}, {}
+
+    def _count(self):
+        try:
+            with open(os.path.join(self.root, "cgroup.stat")) as stat:
+                return next(int(line.split()[1]) for line in stat if line.startswith("nr_descendants "))
+        except (OSError, ValueError, IndexError, StopIteration):
+            return None
+
+    def _walk(self):
+        self.before, self.paths = self.paths, cgroup_paths(self.root)
+
+    def follow(self):
+        count = self._count()
+        if count is not None and count != self.descendants:
+            self._walk()
+        self.descendants = count
+
+    def get(self, cgroup_id, default=None):
+        if cgroup_id not in self.paths and cgroup_id not in self.before:
+            self._walk()
+        return self.paths.get(cgroup_id, self.before.get(cgroup_id, default))
+
+
 def btf_names(names, path=VMLINUX_BTF, chunk=1 << 16):
     """{name: whether the kernel's BTF has it in its string table}, or None without BTF: read in chunks, not
     parsed. A function of the kernel has its name there; a name that is absent is no function, and a name that

@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from bpfoomctl import abi, explain, journal, metrics  # noqa: E402
+from bpfoomctl import abi, explain, journal, kernel, metrics  # noqa: E402
 
 
 def parse_native(payload: bytes) -> dict:
@@ -51,12 +51,15 @@ def test_the_kernel_info_types_have_the_uapi_offsets(structure, field, offset):
 def test_metrics_name_the_attached_policy_and_escape_its_labels(tmp_path):
     view = {"attached_policy": {"policy_name": 'we"b', "policy_hash": "ab" * 32, "mode": "enforce"},
             "policies": [{"attached": True, "evaluations": 12, "selections": 1}]}
-    text = metrics.metrics_text(view, True, 3, 1700000000.4)
+    text = metrics.metrics_text(view, True, 3, 1700000000.4, desired=True)
+    assert "\nbpfoom_metrics_updated_timestamp_seconds 1700000000\n" in text and "bpfoom_agent_up" not in text
+    assert "\nbpfoom_policy_desired 1\n" in text
     assert f'bpfoom_policy_info{{policy_name="we\\"b",policy_hash="{"ab" * 32}",mode="enforce"}} 1' in text
     assert "\nbpfoom_policy_evaluations_total 12\n" in text and "\nbpfoom_events_logged_total 3\n" in text
     assert "shadow_outcomes" not in text
     none = metrics.metrics_text({"attached_policy": None, "policies": []}, False, 0, 1700000000)
     assert "bpfoom_policy_attached 0" in none and "bpfoom_hook_present 0" in none and "policy_info" not in none
+    assert "\nbpfoom_policy_desired 0\n" in none                 # detached on purpose: nothing to alert on
     path = tmp_path / "bpfoom.prom"
     assert metrics.write_metrics(str(path), text) and path.read_text() == text
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bpfoom.prom"]            # no temporary file left
@@ -99,6 +102,29 @@ def test_an_entry_names_the_cgroup_a_decision_rested_on_and_its_owner():
     assert view == {"matched": ["cgroup"], "uid": 1001, "cgroup_owner": 1001, "cgroup_vouched": False,
                     "cgroup": "/user.slice/user-1001.slice/user@1001.service/app.slice/x.service"}
     assert "(owner uid 1001, not vouched for: may not protect)" in journal.basis_text(view)
+
+
+def test_a_cgroup_removed_before_its_entry_is_written_is_still_named(tmp_path):
+    """systemd removes the cgroup of a unit whose process the OOM killer took, racing the agent's entry."""
+    def descendants(count):
+        (tmp_path / "cgroup.stat").write_text(f"nr_descendants {count}\nnr_dying_descendants 0\n")
+    descendants(0)
+    cgroups = kernel.CgroupPaths(str(tmp_path))
+    cgroups.follow()
+    unit = tmp_path / "user.slice" / "app.slice" / "postgresql.service"
+    unit.mkdir(parents=True)
+    unit_id = unit.stat().st_ino
+    descendants(3)
+    cgroups.follow()                     # a turn of the events loop while the unit runs: the count changed
+    for directory in (unit, unit.parent, unit.parent.parent):
+        directory.rmdir()                # the OOM, then the unit's removal, then the entry
+    descendants(0)
+    view = journal.basis_view(abi.Basis(matched=2, uid=1001, cgroup_id=unit_id, cgroup_owner=1001), cgroups)
+    assert view["cgroup"] == "/user.slice/app.slice/postgresql.service"
+    assert cgroups.get(12345678, "cgroup id 12345678") == "cgroup id 12345678"    # never seen: said so
+    cgroups.follow()
+    cgroups.follow()                     # two walks later, a removed cgroup is forgotten
+    assert cgroups.get(unit_id) is None
 
 
 def test_a_shadow_entry_says_when_it_cannot_compare_or_would_find_no_victim():
