@@ -21,14 +21,14 @@ COLLECTION_TREE := $(CACHE)/collection-tree/$(shell echo $(CURDIR) | sha256sum |
 COLLECTION_LINK := $(BUILD)/collections/ansible_collections/bpfoom/fleet
 export ANSIBLE_COLLECTIONS_PATH := $(BUILD)/collections
 
-.PHONY: help test unit sanity lint compile lab lab-artifacts molecule ee-context importer demo demo-stop deps venv collection-link collection-tree clean
+.PHONY: help test unit sanity lint prometheus-rules compile lab lab-artifacts molecule ee-context importer demo demo-stop deps venv collection-link collection-tree clean
 
 help:
 	@echo "make test   run every tier: unit, sanity, lint, compile, lab (boots qemu hosts)"
 	@echo "make demo   boot the lab fleet and roll policies out (make demo-stop stops it)"
 	@echo "make clean  remove build/ (caches stay in $(CACHE))"
 
-test: unit sanity lint compile ee-context importer lab molecule
+test: unit sanity lint prometheus-rules compile ee-context importer lab molecule
 
 deps:
 	$(LABCTL) deps
@@ -66,6 +66,11 @@ lint: venv
 	env -u ANSIBLE_COLLECTIONS_PATH ansible-lint --profile production   # it installs the collection in .ansible/ itself
 	antsibull-changelog lint
 
+# The shipped alert rules: valid for Prometheus, and firing as tests/prometheus/rules_test.yml says.
+prometheus-rules:
+	bin=$$($(LABCTL) prometheus); $$bin/promtool check rules prometheus/bpfoom.rules.yml; \
+		$$bin/promtool test rules tests/prometheus/rules_test.yml
+
 # The lab's kernels and host image, built or reused (cached by content), before anything boots.
 lab-artifacts: deps
 	$(LABCTL) kernel --variant patched
@@ -95,6 +100,7 @@ ee-context: venv
 	rm -rf $(BUILD)/ee $(BUILD)/ee-context && mkdir -p $(BUILD)/ee
 	ansible-galaxy collection build --force --output-path $(BUILD)/ee .
 	mv $(BUILD)/ee/bpfoom-fleet-*.tar.gz $(BUILD)/ee/bpfoom-fleet.tar.gz
+	python3 tests/release/check_tarball_links.py $(BUILD)/ee/bpfoom-fleet.tar.gz
 	ansible-builder create -f ee/execution-environment.yml -c $(BUILD)/ee-context
 	# The collection's own metadata, as ansible-builder reads it from the installed collection.
 	ansible-galaxy collection install --force -p $(BUILD)/ee/installed $(BUILD)/ee/bpfoom-fleet.tar.gz >/dev/null 2>&1

@@ -14,18 +14,24 @@ def _label(value):
     return str(value).replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
 
 
-def metrics_text(view, hook, events_logged, now, reports=()):
+def metrics_text(view, hook, events_logged, now, reports=(), desired=False):
     """The agent's metrics in Prometheus' text format. view: pins.managed_status(); reports: the running policy's host
-    input reports."""
+    input reports; desired: the agent keeps a policy this host should run (apply sets it, detach forgets it).
+
+    No "up" metric: a file the agent no longer writes would go on saying 1. Whether it runs is the age of
+    bpfoom_metrics_updated_timestamp_seconds (prometheus/bpfoom.rules.yml, BpfoomAgentSilent)."""
     policy = view["attached_policy"]
     attached = next((p for p in view["policies"] if p["attached"]), {})
     lines = [
-        "# HELP bpfoom_agent_up 1 while the bpfoom agent runs (stale file: see bpfoom_metrics_updated_seconds).",
-        "# TYPE bpfoom_agent_up gauge", "bpfoom_agent_up 1",
-        "# HELP bpfoom_metrics_updated_seconds When the agent last wrote these metrics (Unix time).",
-        "# TYPE bpfoom_metrics_updated_seconds gauge", f"bpfoom_metrics_updated_seconds {now:.0f}",
+        "# HELP bpfoom_metrics_updated_timestamp_seconds When the agent last wrote these metrics (Unix time): it "
+        "writes them every 10 s while it runs.",
+        "# TYPE bpfoom_metrics_updated_timestamp_seconds gauge",
+        f"bpfoom_metrics_updated_timestamp_seconds {now:.0f}",
         "# HELP bpfoom_hook_present 1 when the kernel carries the BPF OOM hook.",
         "# TYPE bpfoom_hook_present gauge", f"bpfoom_hook_present {int(hook)}",
+        "# HELP bpfoom_policy_desired 1 when this host should run a bpfoom policy (a rollout applied one; a detach "
+        "forgets it).",
+        "# TYPE bpfoom_policy_desired gauge", f"bpfoom_policy_desired {int(bool(desired))}",
         "# HELP bpfoom_policy_attached 1 when a bpfoom policy is attached to the hook.",
         "# TYPE bpfoom_policy_attached gauge", f"bpfoom_policy_attached {int(policy is not None)}",
         "# HELP bpfoom_events_logged_total Selections and shadow verdicts the agent wrote to the journal since it "
@@ -45,7 +51,8 @@ def metrics_text(view, hook, events_logged, now, reports=()):
             "attached (shadow: would have selected).",
             "# TYPE bpfoom_policy_selections_total counter",
             f"bpfoom_policy_selections_total {attached.get('selections') or 0}",
-            "# HELP bpfoom_ooms_total OOMs the attached policy saw since it was attached.",
+            "# HELP bpfoom_ooms_total Runs of the OOM killer the attached policy saw since it was attached (one kill "
+            "can come with several while its victim exits).",
             "# TYPE bpfoom_ooms_total counter",
             f"bpfoom_ooms_total {attached.get('ooms') or 0}",
         ]

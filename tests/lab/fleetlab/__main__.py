@@ -5,7 +5,7 @@ import json
 import os
 import sys
 
-from . import fleet, image, kernel
+from . import fleet, image, kernel, prometheus
 from .common import LabError, ensure_apt_packages
 
 # What the controller side of the tests needs: BPF objects and the static memhog.
@@ -23,6 +23,7 @@ def main(argv=None) -> int:
     build_image = commands.add_parser("image", help="build (or reuse) the host image and print its path")
     build_image.add_argument("--variant", choices=sorted(image.IMAGE_VARIANTS), default="base")
     commands.add_parser("deps", help="install the Debian packages the lab and the tests need")
+    commands.add_parser("prometheus", help="unpack (or reuse) Prometheus' binaries and print their directory")
 
     boot = commands.add_parser("up", help="boot hosts, wait for SSH, write the inventory")
     boot.add_argument("--group", action="append", metavar="GROUP=COUNT[:KERNEL[:IMAGE]]",
@@ -53,6 +54,8 @@ def main(argv=None) -> int:
         elif args.command == "deps":
             ensure_apt_packages({**kernel.BUILD_DEPENDENCIES, **image.BUILD_DEPENDENCIES,
                                  **fleet.RUN_DEPENDENCIES, **CONTROLLER_DEPENDENCIES})
+        elif args.command == "prometheus":
+            print(prometheus.binaries())
         elif args.command == "up":
             if args.memory < 256 or args.cpus < 1:
                 raise LabError("--memory must be at least 256 (MiB) and --cpus at least 1")
