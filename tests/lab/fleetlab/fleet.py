@@ -61,6 +61,14 @@ def ssh_command(host: dict, *remote: str, connect_timeout: int = 5) -> list:
             "-o", "LogLevel=ERROR", "root@127.0.0.1", *remote]
 
 
+def port_forward_command(host: dict, local_port: int, remote_port: int) -> list:
+    """ssh that forwards 127.0.0.1:local_port on the controller to the host's own 127.0.0.1:remote_port
+    (the lab's hosts reach loopback only, and only SSH is forwarded by qemu), until it is stopped."""
+    command = ssh_command(host)
+    return command[:-1] + ["-N", "-o", "ExitOnForwardFailure=yes",
+                           "-L", f"127.0.0.1:{local_port}:127.0.0.1:{remote_port}", command[-1]]
+
+
 def run_on(host: dict, command: str, timeout: int = 120, check: bool = True) -> subprocess.CompletedProcess:
     """Run a shell command on a host; a failure names the host and shows its stderr."""
     result = subprocess.run(ssh_command(host, command), capture_output=True, text=True,

@@ -22,9 +22,11 @@ ROOTFS_FILES = LAB_ROOT / "image" / "rootfs"
 IMAGE_SIZE = "1536M"
 # libpam-systemd, as on every Debian host with systemd: logins get their session scope, and users their
 # systemd user manager (user@UID.service, a cgroup subtree the user owns: the tenant of issue 21's tests).
+# prometheus-node-exporter serves the agent's metrics file (its textfile collector reads the agent's default
+# directory), as on a monitored host: the lab's Prometheus scrapes it (tests/kernel/test_alerts.py).
 PACKAGES = [
     "systemd-sysv", "udev", "dbus", "libpam-systemd", "openssh-server", "python3", "python3-apt",
-    "libbpf1", "bpftool", "iproute2", "procps", "kmod", "sudo",
+    "libbpf1", "bpftool", "iproute2", "procps", "kmod", "sudo", "prometheus-node-exporter",
 ]
 # A normal user with passwordless sudo, as most fleets log in (the lab proves `become` through it).
 SUDO_USER = "lab-operator"
