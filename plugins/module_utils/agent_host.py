@@ -234,7 +234,28 @@ class AgentHost:
         return dict(plan, changed=changed, files_changed=[self.path(name)[0] for name in names],
                     files_removed=stale,
                     digests={self.path(name)[0]: (before[name], hashlib.sha256(files[name]).hexdigest())
-                             for name in names})
+                             for name in names},
+                    texts={self.path(name)[0]: (_text_of(self.path(name)[0]), files[name].decode())
+                           for name in names if name in DIFF_AS_TEXT})
+
+
+# Agent files diff mode shows as text, before and after, as ansible.builtin.template shows a file: the unit, whose
+# lines an operator sets (RestartSec=, the sandbox). The program's files show as checksums.
+DIFF_AS_TEXT = (UNIT_NAME,)
+
+
+def _text_of(path):
+    try:
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            return handle.read()
+    except FileNotFoundError:
+        return ""
+
+
+def text_diffs(texts):
+    """Diff mode's entries of the files converge() returned as texts, one per file, headed by its path."""
+    return [{"before_header": path, "after_header": path, "before": before, "after": after}
+            for path, (before, after) in texts.items()]
 
 
 # --- the agent's own answers -------------------------------------------------

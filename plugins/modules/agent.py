@@ -94,7 +94,8 @@ libbpf_packages:
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.bpfoom.fleet.plugins.module_utils.agent_host import (
-    AGENT_SPEC, AgentHost, decode_files, libbpf_missing_message, libbpf_packages, libbpf_version, package_manager)
+    AGENT_SPEC, AgentHost, decode_files, libbpf_missing_message, libbpf_packages, libbpf_version, package_manager,
+    text_diffs)
 
 
 def main():
@@ -106,14 +107,15 @@ def main():
         result["libbpf_missing"] = True
         module.fail_json(msg=libbpf_missing_message(manager), **result)
     plan = AgentHost(module).converge(decode_files(module.params["agent_files"]), module.check_mode)
-    digests = plan.pop("digests")
+    digests, texts = plan.pop("digests"), plan.pop("texts")
     result.update(changed=plan.pop("changed"), files_changed=plan.pop("files_changed"),
                   files_removed=plan.pop("files_removed"), agent=plan)
     if module._diff:
-        result["diff"] = {"before": "".join(f"file {path}: {old or 'absent'}\n" for path, (old, _new) in digests.items())
-                          + "".join(f"file {path}: present\n" for path in result["files_removed"]),
-                          "after": "".join(f"file {path}: {new}\n" for path, (_old, new) in digests.items())
-                          + "".join(f"file {path}: absent\n" for path in result["files_removed"])}
+        result["diff"] = [{"before": "".join(f"file {path}: {old or 'absent'}\n" for path, (old, _new) in digests.items())
+                           + "".join(f"file {path}: present\n" for path in result["files_removed"]),
+                           "after": "".join(f"file {path}: {new}\n" for path, (_old, new) in digests.items())
+                           + "".join(f"file {path}: absent\n" for path in result["files_removed"])},
+                          *text_diffs(texts)]
     module.exit_json(**result)
 
 

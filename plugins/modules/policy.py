@@ -287,7 +287,7 @@ import shutil
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.bpfoom.fleet.plugins.module_utils.agent_host import (
     AGENT_SPEC, AgentHost, agent_installed, decode_files, host_facts, libbpf_missing_message, missing_hook_message,
-    libbpf_packages, package_manager, policy_identity, run_bpfoomctl)
+    libbpf_packages, package_manager, policy_identity, run_bpfoomctl, text_diffs)
 from ansible_collections.bpfoom.fleet.plugins.module_utils.bpfoomctl.contract import INCOMING_DIR, STATE_DIR
 from ansible_collections.bpfoom.fleet.plugins.module_utils.host_mode import UNPATCHED_CHOICES, mode_on_host
 
@@ -403,11 +403,12 @@ class PolicyRun:
             result["libbpf_missing"] = True
             self.fail(libbpf_missing_message(result["package_manager"]))
         # The agent: its files, unit, bpffs and service (not for state=absent: detaching installs nothing).
-        self.digests = {}
+        self.digests, self.texts = {}, {}
         if params["state"] == "present":
             plan = AgentHost(self.module).converge(decode_files(params["agent_files"]), self.module.check_mode)
             result["changed"], result["files_changed"] = plan.pop("changed"), plan.pop("files_changed")
             result["files_removed"], self.digests = plan.pop("files_removed", []), plan.pop("digests")
+            self.texts = plan.pop("texts", {})
             result["agent"] = plan
             installed = installed or not self.module.check_mode
         self.status = run_bpfoomctl(self.module, "status", result=result) if installed else None
@@ -417,10 +418,11 @@ class PolicyRun:
         result.update(previous=self.before, changed=result["changed"] or self.policy_changed)
         if self.module._diff:
             removed = dict.fromkeys(result["files_removed"])
-            result["diff"] = {"before": describe(self.before, dict({path: old for path, (old, _new) in self.digests.items()},
-                                                                   **dict.fromkeys(removed, "present"))),
-                              "after": describe(self.wanted, dict({path: new for path, (_old, new) in self.digests.items()},
-                                                                  **removed))}
+            result["diff"] = [{"before": describe(self.before, dict({path: old for path, (old, _new) in self.digests.items()},
+                                                                    **dict.fromkeys(removed, "present"))),
+                               "after": describe(self.wanted, dict({path: new for path, (_old, new) in self.digests.items()},
+                                                                   **removed))},
+                              *text_diffs(self.texts)]
 
     def act(self):
         """Have the agent make the change, then read the kernel back: what the agent says it did is not the proof."""

@@ -93,6 +93,17 @@ def test_a_new_program_restarts_a_running_agent_without_a_daemon_reload(root):
     assert changed_systemctl(module) == [["restart", "bpfoom.service"]]
 
 
+def test_a_changed_unit_is_shown_as_text_and_the_program_as_checksums(root):
+    converge(FakeModule(active=False, enabled=False))
+    unit = b"[Unit]\n[Service]\nRestartSec=10\n"
+    plan = converge(FakeModule(), dict(FILES, **{"bpfoom.service": unit, "bpfoomctl/cli.py": b"print(2)\n"}), check=True)
+    assert plan["texts"] == {str(root / UNIT): ("[Unit]\n", unit.decode())}          # what diff mode shows
+    assert set(plan["digests"]) == {str(root / UNIT), str(root / PROGRAM)}
+    assert agent_host.text_diffs(plan["texts"]) == [{"before_header": str(root / UNIT), "after_header": str(root / UNIT),
+                                                     "before": "[Unit]\n", "after": unit.decode()}]
+    assert (root / UNIT).read_text() == "[Unit]\n"                                   # check mode wrote nothing
+
+
 def test_a_wrong_mode_is_a_change(root):
     converge(FakeModule(active=False, enabled=False))
     os.chmod(root / UNIT, 0o666)

@@ -65,6 +65,9 @@ class FakeAgent:
         return {"changed": True, "notes": []}
 
 
+UNIT_PATH = "/etc/systemd/system/bpfoom.service"
+
+
 class FakeAgentHost:
     """The agent's files and service: already converged unless told otherwise."""
 
@@ -76,9 +79,10 @@ class FakeAgentHost:
 
     def converge(self, files, check_mode):
         FakeAgentHost.check_modes.append(check_mode)
-        changed = ["/usr/local/lib/bpfoom/bpfoomctl/cli.py"] if self.files_differ else []
+        changed = ["/usr/local/lib/bpfoom/bpfoomctl/cli.py", UNIT_PATH] if self.files_differ else []
         return {"changed": bool(changed), "files_changed": changed,
                 "digests": {path: (None, "c" * 64) for path in changed},
+                "texts": {UNIT_PATH: ("", "[Service]\nRestartSec=5\n")} if self.files_differ else {},
                 "unit_changed": False, "enable": False, "start": False, "restart": False, "mount_bpffs": False}
 
 
@@ -130,10 +134,13 @@ def test_changed_agent_files_alone_are_a_change(capsys, host):
     host.agent = FakeAgent(attached=WEB)
     FakeAgentHost.files_differ = True
     result = run(capsys, present(WEB), diff=True)
-    assert result["changed"] and result["files_changed"] == ["/usr/local/lib/bpfoom/bpfoomctl/cli.py"]
+    assert result["changed"] and result["files_changed"] == ["/usr/local/lib/bpfoom/bpfoomctl/cli.py", UNIT_PATH]
     assert host.agent.commands == ["status"]                           # no policy swap for new agent files
-    assert "file /usr/local/lib/bpfoom/bpfoomctl/cli.py: absent" in result["diff"]["before"]
-    assert f"file /usr/local/lib/bpfoom/bpfoomctl/cli.py: {'c' * 64}" in result["diff"]["after"]
+    assert "file /usr/local/lib/bpfoom/bpfoomctl/cli.py: absent" in result["diff"][0]["before"]
+    assert f"file /usr/local/lib/bpfoom/bpfoomctl/cli.py: {'c' * 64}" in result["diff"][0]["after"]
+    # The unit as text, as ansible.builtin.template shows a file: a changed RestartSec= is a changed line.
+    assert result["diff"][1] == {"before_header": UNIT_PATH, "after_header": UNIT_PATH,
+                                 "before": "", "after": "[Service]\nRestartSec=5\n"}
 
 
 def test_check_mode_predicts_the_swap_and_runs_only_status(capsys, host):
@@ -141,8 +148,8 @@ def test_check_mode_predicts_the_swap_and_runs_only_status(capsys, host):
     result = run(capsys, present(WEB_NEXT), check=True, diff=True)
     assert result["changed"] and result["policy_name"] == "web_next" and result["previous"] == WEB
     assert result["links"] == [] and result["evaluations"] is None      # nothing of the policy it would replace
-    assert result["diff"]["before"].startswith("policy_name: web\n")
-    assert result["diff"]["after"].startswith("policy_name: web_next\n")
+    assert result["diff"][0]["before"].startswith("policy_name: web\n")
+    assert result["diff"][0]["after"].startswith("policy_name: web_next\n")
     assert host.agent.commands == ["status"] and FakeAgentHost.check_modes == [True]
     assert host.agent.attached == WEB
 
@@ -184,7 +191,7 @@ def test_absent_detaches_once(capsys, host, check):
     host.agent = FakeAgent(attached=WEB)
     result = run(capsys, {"state": "absent"}, check=check, diff=True)
     assert result["changed"] and result["policy_name"] is None and result["previous"] == WEB
-    assert result["diff"]["after"] == "none (the kernel's own choice)\n"
+    assert result["diff"][0]["after"] == "none (the kernel's own choice)\n"
     assert host.agent.commands == (["status"] if check else ["status", "detach", "status"])
     if not check:
         assert not run(capsys, {"state": "absent"})["changed"]
@@ -216,7 +223,7 @@ def test_the_same_policy_in_the_other_mode_is_a_change(capsys, host):
     host.agent = FakeAgent(attached=WEB_SHADOW)
     result = run(capsys, present(WEB), diff=True)
     assert result["changed"] and result["mode"] == "enforce" and result["previous"] == WEB_SHADOW
-    assert "mode: shadow" in result["diff"]["before"] and "mode: enforce" in result["diff"]["after"]
+    assert "mode: shadow" in result["diff"][0]["before"] and "mode: enforce" in result["diff"][0]["after"]
     assert host.agent.commands == ["status", "apply enforce", "status"]
     assert not run(capsys, present(WEB))["changed"]
     assert run(capsys, present(WEB, mode="shadow"))["mode"] == "shadow"
