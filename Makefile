@@ -21,14 +21,14 @@ COLLECTION_TREE := $(CACHE)/collection-tree/$(shell echo $(CURDIR) | sha256sum |
 COLLECTION_LINK := $(BUILD)/collections/ansible_collections/bpfoom/fleet
 export ANSIBLE_COLLECTIONS_PATH := $(BUILD)/collections
 
-.PHONY: help test unit sanity lint prometheus-rules compile lab lab-artifacts molecule ee-context importer demo demo-stop deps venv collection-link collection-tree clean
+.PHONY: help test unit sanity lint docs prometheus-rules compile lab lab-artifacts molecule ee-context importer demo demo-stop deps venv collection-link collection-tree clean
 
 help:
 	@echo "make test   run every tier: unit, sanity, lint, compile, lab (boots qemu hosts)"
 	@echo "make demo   boot the lab fleet and roll policies out (make demo-stop stops it)"
 	@echo "make clean  remove build/ (caches stay in $(CACHE))"
 
-test: unit sanity lint prometheus-rules compile ee-context importer lab molecule
+test: unit sanity lint docs prometheus-rules compile ee-context importer lab molecule
 
 deps:
 	$(LABCTL) deps
@@ -65,6 +65,24 @@ sanity: venv collection-tree
 lint: venv
 	env -u ANSIBLE_COLLECTIONS_PATH ansible-lint --profile production   # it installs the collection in .ansible/ itself
 	antsibull-changelog lint
+
+# The docs as users read them: antsibull-docs' lint of every plugin's docs and of the guides
+# (docs/docsite/), then the docsite Sphinx builds from the collection, plugin pages and guides, in
+# build/docsite/build/html. Offline: no intersphinx inventory (docs.ansible.com is not reachable from
+# here), so the labels of ansible-core's own docs that antsibull-docs' pages link to stay undefined;
+# any other warning fails.
+DOCSITE := $(BUILD)/docsite
+ANSIBLE_CORE_LABELS := action_plugins|callback_plugins|common_return_values|ansible_configuration_settings
+docs: venv collection-link
+	antsibull-docs lint-collection-docs --plugin-docs $(COLLECTION_LINK)
+	rm -rf $(DOCSITE) && mkdir -m 0755 -p $(DOCSITE)
+	antsibull-docs sphinx-init --use-current --dest-dir $(DOCSITE) bpfoom.fleet >/dev/null
+	echo "intersphinx_mapping = {}  # offline: see the Makefile" >> $(DOCSITE)/conf.py
+	chmod 0755 $(DOCSITE)/rst      # antsibull-docs writes only where nobody else may
+	cd $(DOCSITE) && antsibull-docs --config-file antsibull-docs.cfg collection --use-current --dest-dir rst bpfoom.fleet
+	cd $(DOCSITE) && sphinx-build -M html rst build -c . -q -w warnings.txt
+	! grep -v -E "undefined label: '($(ANSIBLE_CORE_LABELS))'" $(DOCSITE)/warnings.txt
+	@echo "[make] docsite in $(DOCSITE)/build/html/collections/bpfoom/fleet/index.html"
 
 # The shipped alert rules: valid for Prometheus, and firing as tests/prometheus/rules_test.yml says.
 prometheus-rules:

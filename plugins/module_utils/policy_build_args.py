@@ -8,13 +8,19 @@ Only types here: what each template accepts is the policy catalog's
 
 from __future__ import annotations
 
+# The catalog's templates (plugins/plugin_utils/policy_catalog.py CATALOG; a unit test holds the two together) and
+# the tie breakers every template accepts.
+TEMPLATES = ("select_pid", "prefer_avoid", "cgroup_priority")
+TIE_BREAKERS = ("kernel", "youngest", "oldest")
+
 POLICY_SPEC = dict(
     name=dict(type="str", required=True),
-    template=dict(type="str"),
+    template=dict(type="str", choices=list(TEMPLATES)),
     template_file=dict(type="path"),
     params=dict(type="dict", default={}),
-    tie_breaker=dict(type="str", default="kernel"),
+    tie_breaker=dict(type="str", choices=list(TIE_BREAKERS), default="kernel"),
     strict=dict(type="bool", default=False),
+    protect_by_forgeable_comm=dict(type="bool", default=False),
     smoke=dict(type="dict"),
     mode=dict(type="str", choices=["enforce", "shadow"], default="enforce"),
 )

@@ -17,7 +17,8 @@ description:
     guarded by a lock, so hosts sharing a policy cause one C(clang) run, whatever the number of forks.
   - The object carries its policy name and policy hash in C(.rodata); the hash is the sha256 of the rendered
     source (without the hash itself).
-  - See C(docs/policies.md) for the templates, their parameters and their ranking rules.
+  - The templates, their parameters and their ranking rules are in the
+    R(policy catalog guide,ansible_collections.bpfoom.fleet.docsite.policies).
 author:
   - bpfoom.fleet maintainers (@bpfoom)
 options:
@@ -25,7 +26,7 @@ options:
     description:
       - The policy as one value, as a host group's C(bpfoom_policy) holds it.
       - What each template accepts is checked by the policy catalog before anything is rendered; a refusal names
-        the parameter and what is allowed (C(docs/policies.md)).
+        the parameter and what is allowed (R(templates,ansible_collections.bpfoom.fleet.docsite.policies.templates)).
     type: dict
     required: true
     suboptions:
@@ -37,10 +38,11 @@ options:
         required: true
       template:
         description:
-          - A template of the catalog in C(templates/bpf/policies/) (C(select_pid), C(prefer_avoid),
-            C(cgroup_priority); C(docs/policies.md)).
+          - A template of the catalog in C(templates/bpf/policies/)
+            (R(templates,ansible_collections.bpfoom.fleet.docsite.policies.templates)).
           - Mutually exclusive with O(policy.template_file).
         type: str
+        choices: [select_pid, prefer_avoid, cgroup_priority]
       template_file:
         description:
           - Absolute path of your own template; it must extend C(frame.bpf.c.j2) and define the C(rank) block.
@@ -50,25 +52,44 @@ options:
       params:
         description:
           - Parameters of the template. Unknown keys, wrong types, values out of range and empty lists are refused
-            before anything is rendered.
+            before anything is rendered. What each template takes is below; what it does with them is in the
+            R(templates table,ansible_collections.bpfoom.fleet.docsite.policies.templates).
+          - V(select_pid) takes C(unit) (a C(NAME.service), its C(MainPID)) or C(pidfile) (an absolute path to a
+            root-owned pidfile), one of the two.
+          - V(prefer_avoid) takes C(prefer) and C(avoid), each a dict of lists C(comm) (exact command names),
+            C(comm_prefix), C(cgroup) (unit or slice names), C(uid); an C(avoid) needs a C(uid) or C(cgroup) beside
+            C(comm) or C(comm_prefix) (a process chooses its own name), unless O(policy.protect_by_forgeable_comm).
+          - V(cgroup_priority) takes C(priorities), a list of C({cgroup, priority}) (0 to 1000), and
+            C(default_priority) (0 to 1000, default 500).
+          - A O(policy.template_file) takes flat integers and strings of up to 63 printable characters.
         type: dict
         default: {}
       tie_breaker:
         description:
-          - Between two tasks of the same rank, C(kernel) lets the kernel's C(oom_badness()) decide, C(youngest)
-            picks the task started last, C(oldest) the one started first.
+          - Between two tasks of the same rank, V(kernel) lets the kernel's C(oom_badness()) decide, V(youngest)
+            picks the task started last, V(oldest) the one started first.
         type: str
+        choices: [kernel, youngest, oldest]
         default: kernel
       strict:
         description:
           - Only for C(prefer_avoid). When true, avoided tasks are never the victim of a memcg OOM, even if
             that leaves it without a victim (the charge fails). In a global OOM they rank below every other
-            task but stay eligible, so a global OOM always has a victim (C(docs/policies.md)).
+            task but stay eligible, so a global OOM always has a victim
+            (R(templates,ansible_collections.bpfoom.fleet.docsite.policies.templates)).
+        type: bool
+        default: false
+      protect_by_forgeable_comm:
+        description:
+          - Only for V(prefer_avoid). When true, an C(avoid) by C(comm) or C(comm_prefix) alone is accepted, although
+            any process, a tenant's too, can take an avoided name and be spared in place of the one meant
+            (R(who may protect a task,ansible_collections.bpfoom.fleet.docsite.policies.who_may_protect_a_task)).
         type: bool
         default: false
       smoke:
         description:
-          - The canary's smoke test (C(docs/operations.md)); not part of the object, ignored by the build.
+          - The canary's smoke test (R(the smoke test,ansible_collections.bpfoom.fleet.docsite.operations.the_smoke_test));
+            not part of the object, ignored by the build.
         type: dict
       mode:
         description:
@@ -107,9 +128,8 @@ attributes:
 notes:
   - A missing C(clang) or libbpf header fails with one message naming the packages to install.
 seealso:
-  - name: Policy catalog
-    description: Templates, parameters and ranking rules.
-    link: https://example.invalid/bpfoom/fleet/docs/policies.md
+  - ref: ansible_collections.bpfoom.fleet.docsite.policies
+    description: The policy catalog guide, its templates, parameters and ranking rules.
 """
 
 EXAMPLES = r"""

@@ -13,8 +13,9 @@ import hashlib
 import os
 import re
 
+from ..module_utils.policy_build_args import TIE_BREAKERS
+
 BPF_TEMPLATE_DIR = os.path.normpath(os.path.join(os.path.dirname(__file__), "..", "..", "templates", "bpf"))
-TIE_BREAKERS = ("kernel", "youngest", "oldest")
 HASH_PLACEHOLDER = "@@BPFOOM_POLICY_HASH@@"
 
 MAX_LIST = 16
@@ -40,7 +41,7 @@ class PolicyError(ValueError):
 # Each matcher reads one identity of a task, either chosen by the process itself or vouched for by
 # the kernel or root. Preferring a task (it dies sooner) may use any: a process that claims a name
 # only hurts itself. Whatever lowers a task's chance to die (avoid, strict, a high priority) counts
-# only on a vouched identity. docs/policies.md states this table (tests/unit hold the two together);
+# only on a vouched identity. docs/docsite/rst/policies.rst states this table (tests/unit hold the two together);
 # the BPF side of it is templates/bpf/include/bpfoom_match.h.
 CHOSEN_BY_PROCESS, VOUCHED = "chosen by the process", "vouched for by the kernel or root"
 MATCHERS = {

@@ -7,7 +7,7 @@ sees (bpfoom.fleet.fleet_plan), builds each distinct policy (cached) and picks i
 (fleet_stage) before any host is contacted. This runs the rollout playbook itself (stage rest, with
 every host named as done by earlier stages, so no host is contacted) over inventories of local
 hosts in 4 groups with 4 distinct policies, the compile cache warm, and prints the wall time per
-size and per host, and its growth against the smallest size. docs/awx.md uses the figures to size
+size and per host, and its growth against the smallest size. docs/docsite/rst/awx.rst uses the figures to size
 slices: a slice of H hosts pays this for H, not for the fleet.
 """
 

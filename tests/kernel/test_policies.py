@@ -1,4 +1,4 @@
-"""Lab tier of the policy catalog: each template steers a memcg OOM as docs/policies.md says.
+"""Lab tier of the policy catalog: each template steers a memcg OOM as docs/docsite/rst/policies.rst says.
 
 Policies are built by the catalog (tests/policytools.py: the same validation,
 templates and compile cache as the policy_build action) and applied with the

@@ -145,7 +145,7 @@ struct bpfoom_counters {
 
 /*
  * What a task's rank rested on, for explain, the journal and shadow records
- * (docs/policies.md, "Who may protect a task"). matched: the matchers that
+ * (docs/docsite/rst/policies.rst, "Who may protect a task"). matched: the matchers that
  * decided, a mask of enum bpfoom_matcher; cgroup_*: the named cgroup that
  * matched, if one did.
  */

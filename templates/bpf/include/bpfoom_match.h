@@ -85,7 +85,7 @@ static __always_inline struct kernfs_node *kernfs_parent(struct kernfs_node *kn)
 }
 
 /*
- * Who may protect a task (docs/policies.md): a matcher that lowers a task's
+ * Who may protect a task (docs/docsite/rst/policies.rst): a matcher that lowers a task's
  * chance to die counts only on an identity the task cannot take by itself.
  * A cgroup's name can be chosen by whoever may create it: a user's systemd
  * manager (user@UID.service) and every delegated subtree belong to that user,

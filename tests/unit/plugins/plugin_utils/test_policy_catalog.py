@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from policytools import EXAMPLES
 
@@ -117,11 +119,11 @@ def test_preferring_may_use_any_identity():
 
 
 def test_every_matcher_is_classified_and_the_docs_state_the_classification():
-    docs = (catalog.BPF_TEMPLATE_DIR.rsplit("/templates", 1)[0] + "/docs/policies.md")
+    docs = (catalog.BPF_TEMPLATE_DIR.rsplit("/templates", 1)[0] + "/docs/docsite/rst/policies.rst")
     text = open(docs).read()
     for matcher, (trust, _what) in catalog.MATCHERS.items():
         assert trust in (catalog.CHOSEN_BY_PROCESS, catalog.VOUCHED)
-        assert f"| `{matcher}` | {trust} |" in text, matcher
+        assert re.search(rf"^``{matcher}``\s+{trust}\s", text, re.M), matcher      # a row of the guide's table
 
 
 def test_the_manifest_carries_every_object_property():
@@ -254,3 +256,12 @@ def test_custom_params_are_checked(tmp_path):
                               ({"x": "a\nb"}, "params.x"), ({"x": [1]}, "params.x")):
         with pytest.raises(PolicyError, match=f"^{parameter}:"):
             catalog.validate({"name": "mine", "template_file": str(template), "params": params})
+
+
+def test_the_build_accepts_every_key_the_catalog_does_and_offers_exactly_its_templates():
+    # The argument spec validates first: a policy key it lacks fails every build of a policy using it (as
+    # protect_by_forgeable_comm did), a template it lists that the catalog lacks is a choice that fails later.
+    from ansible_collections.bpfoom.fleet.plugins.module_utils import policy_build_args as args
+    assert set(catalog.POLICY_KEYS) == set(args.POLICY_SPEC)
+    assert args.POLICY_SPEC["template"]["choices"] == list(catalog.TEMPLATES)
+    assert args.POLICY_SPEC["tie_breaker"]["choices"] == list(catalog.TIE_BREAKERS)
