@@ -19,7 +19,8 @@ import tempfile
 
 from ansible_collections.bpfoom.fleet.plugins.module_utils.bpfoomctl import kernel, libbpf
 from ansible_collections.bpfoom.fleet.plugins.module_utils.bpfoomctl.contract import (
-    BPFFS, COMMAND, HOOK_FUNCTIONS, LIB_DIR, OLD_LAYOUT, PACKAGE_DIR, STATE_DIR, UNIT, UNIT_FILE, ExitCode)
+    BPFFS, CATALOG, CATALOG_FILE, COMMAND, HOOK_FUNCTIONS, LIB_DIR, OLD_LAYOUT, PACKAGE_DIR, STATE_DIR, UNIT, UNIT_FILE,
+    ExitCode)
 
 SHIM = "bpfoomctl"                       # the agent's files by the names the action plugin sends them
 UNIT_NAME = UNIT
@@ -41,6 +42,8 @@ def install_path(name):
         return COMMAND, 0o755
     if name == UNIT_NAME:
         return UNIT_FILE, 0o644
+    if name == CATALOG:
+        return CATALOG_FILE, 0o644
     module = name[len(PACKAGE_PREFIX):]
     if not name.startswith(PACKAGE_PREFIX) or not module.endswith(".py") or "/" in module or module.startswith("."):
         raise ValueError(f"agent file {name!r} has no place on the host")
@@ -185,6 +188,7 @@ class AgentHost:
             "stale": stale,
             "digests_before": {name: sha256_file(self.path(name)[0]) for name in changed},
             "unit_changed": UNIT_NAME in changed,
+            "catalog_changed": CATALOG in changed,
             "enable": not enabled,
             "start": not active,
             # A new program, or a new unit (its sandbox), is picked up by a restart; a restart keeps the
@@ -213,6 +217,14 @@ class AgentHost:
             rc, _out, err = self.module.run_command(["mount", "-t", "bpf", "bpf", BPFFS])
             if rc != 0:
                 self.module.fail_json(msg=f"mounting bpffs on {BPFFS} failed: {err.strip()}")
+        if plan["catalog_changed"]:
+            # journalctl -x reads the catalog's index, not the file: index it again. A host without journalctl
+            # keeps the file; nothing else needs it.
+            journalctl = self.module.get_bin_path("journalctl")
+            if journalctl:
+                rc, _out, err = self.module.run_command([journalctl, "--update-catalog"], environ_update=C_LOCALE)
+                if rc != 0:
+                    self.module.fail_json(msg=f"journalctl --update-catalog failed (rc={rc}): {err.strip()}")
         if plan["unit_changed"]:
             self._systemctl("daemon-reload")
         if plan["enable"]:
@@ -240,8 +252,8 @@ class AgentHost:
 
 
 # Agent files diff mode shows as text, before and after, as ansible.builtin.template shows a file: the unit, whose
-# lines an operator sets (RestartSec=, the sandbox). The program's files show as checksums.
-DIFF_AS_TEXT = (UNIT_NAME,)
+# lines an operator sets (RestartSec=, the sandbox), and the journal catalog. The program's files show as checksums.
+DIFF_AS_TEXT = (UNIT_NAME, CATALOG)
 
 
 def _text_of(path):

@@ -29,6 +29,7 @@ from ansible_collections.bpfoom.fleet.plugins.module_utils.bpfoomctl import cont
 HERE = os.path.dirname(__file__)
 PACKAGE_SOURCE = os.path.normpath(os.path.join(HERE, "..", "module_utils", "bpfoomctl"))
 UNIT_TEMPLATE = os.path.join(HERE, "bpfoom.service.in")
+CATALOG_SOURCE = os.path.join(HERE, contract.CATALOG)
 RANGES = {"oom_score_adj": (-1000, 1000), "restart_sec": (0, 3600)}
 
 
@@ -75,10 +76,12 @@ def unit_text(options, managed="Ansible managed"):
 
 
 def agent_files(task_vars, options):
-    """{file name: base64 content} of the agent: its package, the shim and the unit."""
+    """{file name: base64 content} of the agent: its package, the shim, the unit and the journal catalog."""
     files = package_files()
     files[SHIM] = contract.SHIM_TEXT.encode()
     files[UNIT_NAME] = unit_text(options, task_vars.get("ansible_managed", "Ansible managed")).encode()
+    with open(CATALOG_SOURCE, "rb") as handle:
+        files[contract.CATALOG] = handle.read()
     return {name: base64.b64encode(content).decode() for name, content in files.items()}
 
 

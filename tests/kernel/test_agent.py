@@ -228,6 +228,13 @@ def test_the_running_agent_logs_each_selection(lab, agent_lab, hook2_host):
         time.sleep(1)
     assert "BPFOOM_POLICY_NAME=prefer_b" in journal and "BPFOOM_VICTIM_COMM=hog_b" in journal
     assert "PRIORITY=5" in journal and "SYSLOG_IDENTIFIER=bpfoom" in journal
+    # journalctl -x explains it from the catalog the agent's install indexed, with the entry's own fields.
+    explained = fleet.run_on(lab["hook2"], "journalctl -x --no-pager _SYSTEMD_UNIT=bpfoom.service "
+                                           f"MESSAGE_ID={MESSAGE_IDS['selection']}").stdout
+    assert "Subject: bpfoom policy prefer_b selected an OOM victim" in explained, explained
+    assert "hog_b[" in explained.split("Subject:", 1)[1], explained
+    listed = fleet.run_on(lab["hook2"], "journalctl --list-catalog").stdout
+    assert all(message_id in listed for message_id in MESSAGE_IDS.values()), listed
 
 
 def agent_holds_its_pins(host, timeout=10):

@@ -18,6 +18,9 @@ PACKAGE_DIR = os.path.join(LIB_DIR, "bpfoomctl")
 COMMAND = "/usr/local/sbin/bpfoomctl"
 UNIT = "bpfoom.service"
 UNIT_FILE = os.path.join("/etc/systemd/system", UNIT)
+# The journal catalog of its entries (journalctl -x): systemd reads /usr/local/lib/systemd/catalog too.
+CATALOG = "bpfoom.catalog"
+CATALOG_FILE = os.path.join("/usr/local/lib/systemd/catalog", CATALOG)
 # The command: the package imported, not run as a script, so that Python keeps its compiled bytecode between
 # runs; -I -S skip what it does not need (user site, site).
 SHIM_TEXT = f"""#!/bin/sh

@@ -182,3 +182,11 @@ def test_explain_leaves_out_itself_and_the_chain_that_ran_it(oom_scores):
     ranked, kernel = explain.rank_candidates([candidate(chain[0], 5, 1), candidate(4242, 1, 2)], "kernel",
                                              left_out=chain)
     assert [t["pid"] for t in ranked] == [4242] and kernel["pid"] == 4242
+
+
+def test_the_journal_catalog_explains_every_message_id_the_agent_writes():
+    import re
+    from pathlib import Path
+    catalog = (Path(journal.__file__).parents[2] / "plugin_utils" / "bpfoom.catalog").read_text()
+    assert set(re.findall(r"^-- ([0-9a-f]{32})$", catalog, re.M)) == set(journal.MESSAGE_IDS.values())
+    assert catalog.count("\nSubject: ") == len(journal.MESSAGE_IDS)

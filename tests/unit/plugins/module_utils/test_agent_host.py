@@ -104,6 +104,16 @@ def test_a_changed_unit_is_shown_as_text_and_the_program_as_checksums(root):
     assert (root / UNIT).read_text() == "[Unit]\n"                                   # check mode wrote nothing
 
 
+def test_a_new_journal_catalog_is_indexed_for_journalctl(root):
+    converge(FakeModule(active=False, enabled=False))
+    module = FakeModule()
+    plan = converge(module, dict(FILES, **{"bpfoom.catalog": b"-- 3f9d5c1e8a2b4f6d9e0c7a1b2d3e4f50\nSubject: x\n"}))
+    assert plan["catalog_changed"] and str(root / "usr/local/lib/systemd/catalog/bpfoom.catalog") in plan["files_changed"]
+    assert ["/bin/journalctl", "--update-catalog"] in module.commands
+    assert converge(FakeModule(), dict(FILES, **{"bpfoom.catalog": b"-- 3f9d5c1e8a2b4f6d9e0c7a1b2d3e4f50\nSubject: x\n"}))[
+        "changed"] is False                                                         # and a second run does nothing
+
+
 def test_a_wrong_mode_is_a_change(root):
     converge(FakeModule(active=False, enabled=False))
     os.chmod(root / UNIT, 0o666)
