@@ -5,8 +5,8 @@
 Used by the policy_smoke module on managed hosts and, copied as a plain file,
 by the kernel tests (tests/kernel/guest/oom_scenario.py). Standard library only.
 
-The scenario: a fresh cgroup v2 child of the root with memory.max=LIMIT and no
-swap; one "hog" per process spec, started in order, each holding its MiB (every
+The scenario: a fresh cgroup v2 with memory.max=LIMIT and no swap, in a
+transient scope systemd delegates to the test (DELEGATED_SCOPE); one "hog" per process spec, started in order, each holding its MiB (every
 page written, so all of it is charged) before the next starts; the last one
 pushes the cgroup over its limit (at nice 19: see SECOND_OOM_RACE). Then it
 waits until a hog is killed or the timeout passes (an ABORT or kill-nothing
@@ -27,6 +27,15 @@ import sys
 import time
 
 CGROUP_ROOT = "/sys/fs/cgroup"
+
+# DELEGATED_SCOPE: on a host run by systemd the cgroup tree is systemd's (its single-writer rule); a
+# program makes cgroups only in a subtree systemd delegated to it. So the test's cgroup lives in a
+# transient scope (systemd-run --scope -p Delegate=yes), held by a sleeping process, in a slice of its own
+# of its own (a policy that avoids system.slice or user.slice must not spare the hogs); systemd nests a
+# slice by the dashes of its name: /bpfoom.slice/bpfoom-smoke.slice/bpfoom-smoke-PID.scope/smoke. The holder moves to a child of the scope, so the scope
+# may enable the memory controller for its children. Without systemd the test's cgroup is a child of the
+# root, as before.
+SMOKE_SLICE = "bpfoom-smoke.slice"
 
 # SECOND_OOM_RACE: the victim's exit_mmap() marks it done for the OOM killer
 # (MMF_OOM_SKIP) before it frees its pages; a trigger that retries its charge
@@ -120,15 +129,20 @@ def run(processes, limit_mib, timeout, hog_command=python_hog, before_trigger=No
     pid_dir: when set, each hog's PID is written to PID_DIR/NAME.pid meanwhile.
     trigger_nice: the trigger's nice value (SECOND_OOM_RACE; other values for benchmarks only).
     """
-    cgroup_name = f"bpfoom-smoke-{os.getpid()}"
-    cgroup = os.path.join(CGROUP_ROOT, cgroup_name)
     if not os.path.exists(os.path.join(CGROUP_ROOT, "cgroup.controllers")):
         raise RuntimeError(f"{CGROUP_ROOT} is not a cgroup v2 hierarchy: the smoke test needs the unified hierarchy")
-    with open(os.path.join(CGROUP_ROOT, "cgroup.subtree_control")) as handle:
-        if "memory" not in handle.read().split():
-            _write(os.path.join(CGROUP_ROOT, "cgroup.subtree_control"), "+memory")
-    log = KernelLog()
-    os.mkdir(cgroup)
+    scope = DelegatedScope(f"bpfoom-smoke-{os.getpid()}", timeout) if DelegatedScope.available() else None
+    parent = scope.path if scope else CGROUP_ROOT
+    try:
+        _enable_memory(parent)
+        cgroup = os.path.join(parent, "smoke" if scope else f"bpfoom-smoke-{os.getpid()}")
+        log = KernelLog()
+        os.mkdir(cgroup)
+    except BaseException:
+        if scope:
+            scope.close()
+        raise
+    cgroup_name = cgroup[len(CGROUP_ROOT) + 1:]
     hogs, pid_files = {}, []
     try:
         _write(os.path.join(cgroup, "memory.max"), f"{limit_mib}M")
@@ -169,6 +183,8 @@ def run(processes, limit_mib, timeout, hog_command=python_hog, before_trigger=No
             if os.path.exists(path):
                 os.unlink(path)
         _remove_cgroup(cgroup, {child for _name, _mib, child in processes if child})
+        if scope:
+            scope.close()
         lines = log.new_lines()
         log.close()
     reports = reports_about(lines, f"/{cgroup_name}")
@@ -193,6 +209,57 @@ def first_victim(kill_lines, names_by_pid, killed):
         if match and int(match.group(1)) in names_by_pid:
             return names_by_pid[int(match.group(1))]
     return killed[0] if len(killed) == 1 else None      # a kill whose report the log rate limit dropped
+
+
+def _enable_memory(parent):
+    """The memory controller for parent's children (a no-op where it is on already)."""
+    with open(os.path.join(parent, "cgroup.subtree_control")) as handle:
+        if "memory" not in handle.read().split():
+            _write(os.path.join(parent, "cgroup.subtree_control"), "+memory")
+
+
+class DelegatedScope:
+    """A transient scope systemd delegates to this process (DELEGATED_SCOPE), held until close()."""
+
+    @staticmethod
+    def available():
+        return os.path.isdir("/run/systemd/system") and any(
+            os.access(os.path.join(directory, "systemd-run"), os.X_OK)
+            for directory in os.environ.get("PATH", "/usr/bin:/bin").split(os.pathsep))
+
+    def __init__(self, name, timeout):
+        # The holder sleeps longer than the test may last; close() ends it sooner.
+        self.holder = subprocess.Popen(
+            ["systemd-run", "--scope", "--quiet", "--collect", f"--unit={name}.scope", f"--slice={SMOKE_SLICE}",
+             "--property=Delegate=yes", "sleep", str(int(timeout) + 300)],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline, path = time.monotonic() + 30, ""
+        while True:            # systemd-run execs the holder once its scope exists: its cgroup says when, and where
+            try:
+                with open(f"/proc/{self.holder.pid}/cgroup") as handle:
+                    path = handle.read().strip().partition("::")[2]
+            except OSError:
+                pass
+            if path.endswith(f"/{name}.scope"):
+                break
+            if self.holder.poll() is not None or time.monotonic() > deadline:
+                error = self.holder.stderr.read().decode(errors="replace").strip() if self.holder.poll() is not None \
+                    else "no scope within 30 s"
+                self.holder.kill()
+                self.holder.wait()
+                raise RuntimeError(f"systemd-run --scope -p Delegate=yes failed: {error}")
+            time.sleep(0.05)
+        self.path = CGROUP_ROOT + path
+        # A cgroup with processes cannot give its children controllers: the holder goes one level down.
+        os.mkdir(os.path.join(self.path, "holder"))
+        _write(os.path.join(self.path, "holder", "cgroup.procs"), str(self.holder.pid))
+
+    def close(self):
+        """End the holder; systemd removes the scope once it is empty (the test's cgroups are gone by then)."""
+        self.holder.kill()
+        self.holder.wait()
+        self.holder.stderr.close()
+        _remove_cgroup(os.path.join(self.path, "holder"), set())
 
 
 def _remove_cgroup(cgroup, children):

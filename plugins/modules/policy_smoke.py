@@ -9,9 +9,12 @@ module: policy_smoke
 short_description: Provoke one contained memcg OOM and check that the running policy picks the expected victim
 version_added: 0.1.0
 description:
-  - In a transient cgroup (C(/sys/fs/cgroup/bpfoom-smoke-PID)) with O(limit_mib) of memory and no swap, starts
+  - In a cgroup of its own with O(limit_mib) of memory and no swap, starts
     one small process per entry of O(processes), in order, each holding its memory before the next starts. The
     last one pushes the cgroup over its limit, so the kernel runs a memcg OOM and the attached policy chooses.
+  - The cgroup is C(/bpfoom.slice/bpfoom-smoke.slice/bpfoom-smoke-PID.scope/smoke), in a transient scope systemd delegates to
+    the module (C(systemd-run --scope -p Delegate=yes)), since the cgroup tree is systemd's; a slice of its own
+    keeps the processes out of C(system.slice), which a policy may avoid. Without systemd, C(/bpfoom-smoke-PID).
   - Reports which process the kernel killed first and the C(policy_name=) of the kernel's OOM report, and fails
     when they differ from O(expect_victim) or O(expect_policy_name).
   - The trigger runs at nice 19, so that on a small host the victim's exit is not overtaken by the trigger.

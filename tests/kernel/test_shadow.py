@@ -110,8 +110,9 @@ def test_shadow_mode_records_both_choices_and_decides_nothing(lab, agent_lab, ho
 def test_explain_names_the_victim_of_the_next_enforced_oom(lab, agent_lab, hook2_host):
     host = lab["hook2"]
     play(agent_lab, "apply_policy.yml", "hook2", policy=PREFER_B)
-    # Just before the trigger: the scenario's cgroup is /bpfoom-smoke-<the scenario's PID> ($PPID of the hook).
-    outcome = hook2_host.oom(96, SCENARIO, before_trigger="bpfoomctl explain --cgroup=/bpfoom-smoke-$PPID > /run/explain.json")
+    # Just before the trigger: the scenario's cgroup is in the scope of the scenario's PID ($PPID of the hook).
+    outcome = hook2_host.oom(96, SCENARIO, before_trigger="bpfoomctl explain "
+                             "--cgroup=/bpfoom.slice/bpfoom-smoke.slice/bpfoom-smoke-$PPID.scope/smoke > /run/explain.json")
     explained = json.loads(fleet.run_on(host, "cat /run/explain.json").stdout)
     assert explained["would_kill"]["comm"] == "hog_b" and explained["kernel_would_kill"]["comm"] == "hog_a"
     assert explained["would_kill"]["pid"] == killed_pid(outcome, "hog_b"), (explained, outcome)
