@@ -185,8 +185,8 @@ def test_check_mode_predicts_the_swap_and_changes_nothing(lab, rollout_lab):
     assert process.returncode == 0, process.stdout[-3000:]
     applied = results[APPLY]["hook1"]
     assert applied["changed"] and applied["policy_name"] == "web_next", applied
-    assert applied["diff"]["before"].startswith("policy_name: web\n"), applied["diff"]
-    assert applied["diff"]["after"].startswith("policy_name: web_next\n"), applied["diff"]
+    assert applied["diff"][0]["before"].startswith("policy_name: web\n"), applied["diff"]
+    assert applied["diff"][0]["after"].startswith("policy_name: web_next\n"), applied["diff"]
     # The report: what the kernel runs now (web), and what the run would do.
     assert (rows["hook1"]["outcome"], rows["hook1"]["runs_now"], rows["hook1"]["detail"]) == \
         ("would apply", "web", "replaces web"), rows

@@ -67,7 +67,7 @@ def test_policy_module_applies_verifies_and_is_idempotent(lab, agent_lab):
     assert applied["changed"] and applied["policy_name"] == "prefer_b" and applied["hook"]
     assert {(link["attach_type"], link["target"]) for link in applied["links"]} == {
         ("modify_return", "bpf_oom_evaluate_task"), ("trace_fentry", "bpf_set_policy_name")}
-    assert "policy_name: prefer_b" in applied["diff"]["after"]
+    assert "policy_name: prefer_b" in applied["diff"][0]["after"]
     assert applied["evaluations"] == 0 and applied["selections"] == 0      # the kernel's counters, just attached
     assert bpfoomctl(lab["hook2"], "status")["attached_policy"]["policy_name"] == "prefer_b"
 
