@@ -78,8 +78,11 @@ def open_policy(policy_dir, manifest, programs, mode=None, pinned_key=None):
             failure = mode and kernel.mode_failure(mode)
             if failure:
                 raise failure
+            why = libbpf.errno_text()
+            hint = kernel.lockdown_hint(kernel.lockdown_mode(), "".join(libbpf.LOG))
             raise Failure(ExitCode.VERIFIER, f"the kernel's verifier rejected policy {manifest['name']!r} "
-                                             f"({libbpf.errno_text()}); last lines of its log:\n{libbpf.log_tail()}")
+                                             f"({why}){': ' + hint if hint else ''}; "
+                                             f"last lines of its log:\n{libbpf.log_tail()}")
         return obj, [] if shared else inputs.fill(lambda name: _object_map_fd(obj, name), manifest)
     except BaseException:
         lib.bpf_object__close(obj)

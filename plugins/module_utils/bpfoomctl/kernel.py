@@ -20,6 +20,33 @@ def bpffs_mounted():
         return any(line.split()[1:3] == [BPFFS, "bpf"] for line in mounts)
 
 
+LOCKDOWN = "/sys/kernel/security/lockdown"
+
+
+def lockdown_mode(path=LOCKDOWN):
+    """The kernel's lockdown mode ("none", "integrity", "confidentiality"), or None where it cannot say."""
+    try:
+        with open(path) as handle:
+            text = handle.read()
+    except OSError:
+        return None
+    return next((word.strip("[]") for word in text.split() if word.startswith("[")), None)
+
+
+def lockdown_hint(mode, verifier_log):
+    """Why a program the verifier rejected cannot load on a locked-down kernel, or "".
+
+    lockdown=confidentiality (a Secure Boot host can choose it) forbids the helpers that read kernel memory;
+    the policies read each task's name with one (bpf_probe_read_kernel_str, seen as bpf_probe_read_str #45 in
+    the log), so their programs are rejected there whatever they are: a verifier log alone would hide that.
+    """
+    if mode != "confidentiality" or "probe_read" not in verifier_log:
+        return ""
+    return ("this kernel is locked down (lockdown=confidentiality, /sys/kernel/security/lockdown), which forbids "
+            "the BPF helpers that read kernel memory: no bpfoom policy can load here; boot with lockdown=integrity "
+            "(or none) to run one")
+
+
 def proc_stat_field(pid, number):
     """Field NUMBER (as proc(5) counts them, from 1) of /proc/PID/stat as an integer, or None when no such process
     runs. Read after the command name's closing parenthesis: a process may put any character in its name."""

@@ -190,3 +190,16 @@ def test_the_journal_catalog_explains_every_message_id_the_agent_writes():
     catalog = (Path(journal.__file__).parents[2] / "plugin_utils" / "bpfoom.catalog").read_text()
     assert set(re.findall(r"^-- ([0-9a-f]{32})$", catalog, re.M)) == set(journal.MESSAGE_IDS.values())
     assert catalog.count("\nSubject: ") == len(journal.MESSAGE_IDS)
+
+
+def test_a_locked_down_kernel_is_named_when_the_verifier_rejects_the_task_name_read(tmp_path):
+    # The logs of Debian's own kernels booted with lockdown=confidentiality (issue 23: 6.1, then 6.12).
+    lockdown = tmp_path / "lockdown"
+    lockdown.write_text("none integrity [confidentiality]\n")
+    assert kernel.lockdown_mode(str(lockdown)) == "confidentiality"
+    for log in ("; comm = bpf_probe_read_str(...)\n42: (85) call bpf_probe_read_str#45\nunknown func bpf_probe_read_str#45\n",
+                "program of this type cannot use helper bpf_probe_read_str#45\n"):
+        assert "locked down (lockdown=confidentiality" in kernel.lockdown_hint("confidentiality", log)
+        assert kernel.lockdown_hint("integrity", log) == ""          # integrity allows the helper: another cause
+    assert kernel.lockdown_hint("confidentiality", "R1 invalid mem access 'scalar'\n") == ""
+    assert kernel.lockdown_mode(str(tmp_path / "absent")) is None
