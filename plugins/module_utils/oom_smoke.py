@@ -6,7 +6,8 @@ Used by the policy_smoke module on managed hosts and, copied as a plain file,
 by the kernel tests (tests/kernel/guest/oom_scenario.py). Standard library only.
 
 The scenario: a fresh cgroup v2 with memory.max=LIMIT and no swap, in a
-transient scope systemd delegates to the test (DELEGATED_SCOPE); one "hog" per process spec, started in order, each holding its MiB (every
+transient scope systemd delegates to the test (DELEGATED_SCOPE); one "hog" per
+process spec, started in order, each holding its MiB (every
 page written, so all of it is charged) before the next starts; the last one
 pushes the cgroup over its limit (at nice 19: see SECOND_OOM_RACE). Then it
 waits until a hog is killed or the timeout passes (an ABORT or kill-nothing
@@ -21,6 +22,7 @@ from __future__ import annotations
 import errno
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -30,10 +32,10 @@ CGROUP_ROOT = "/sys/fs/cgroup"
 
 # DELEGATED_SCOPE: on a host run by systemd the cgroup tree is systemd's (its single-writer rule); a
 # program makes cgroups only in a subtree systemd delegated to it. So the test's cgroup lives in a
-# transient scope (systemd-run --scope -p Delegate=yes), held by a sleeping process, in a slice of its own
-# of its own (a policy that avoids system.slice or user.slice must not spare the hogs); systemd nests a
-# slice by the dashes of its name: /bpfoom.slice/bpfoom-smoke.slice/bpfoom-smoke-PID.scope/smoke. The holder moves to a child of the scope, so the scope
-# may enable the memory controller for its children. Without systemd the test's cgroup is a child of the
+# transient scope (systemd-run --scope -p Delegate=yes), held by a sleeping process, in a slice of its
+# own (a policy that avoids system.slice or user.slice must not spare the hogs); systemd nests a slice by
+# the dashes of its name: /bpfoom.slice/bpfoom-smoke.slice/bpfoom-smoke-PID.scope/smoke. The holder moves
+# to a child of the scope, so the scope may enable the memory controller for its children. Without systemd the test's cgroup is a child of the
 # root, as before.
 SMOKE_SLICE = "bpfoom-smoke.slice"
 
@@ -223,9 +225,7 @@ class DelegatedScope:
 
     @staticmethod
     def available():
-        return os.path.isdir("/run/systemd/system") and any(
-            os.access(os.path.join(directory, "systemd-run"), os.X_OK)
-            for directory in os.environ.get("PATH", "/usr/bin:/bin").split(os.pathsep))
+        return os.path.isdir("/run/systemd/system") and shutil.which("systemd-run") is not None
 
     def __init__(self, name, timeout):
         # The holder sleeps longer than the test may last; close() ends it sooner.
