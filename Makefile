@@ -21,14 +21,14 @@ COLLECTION_TREE := $(CACHE)/collection-tree/$(shell echo $(CURDIR) | sha256sum |
 COLLECTION_LINK := $(BUILD)/collections/ansible_collections/bpfoom/fleet
 export ANSIBLE_COLLECTIONS_PATH := $(BUILD)/collections
 
-.PHONY: help test unit sanity lint docs prometheus-rules compile lab lab-artifacts molecule ee-context importer demo demo-stop deps venv collection-link collection-tree clean
+.PHONY: help test unit sanity matrix lint docs prometheus-rules compile lab lab-artifacts molecule ee-context importer demo demo-stop deps venv collection-link collection-tree clean
 
 help:
 	@echo "make test   run every tier: unit, sanity, lint, compile, lab (boots qemu hosts)"
 	@echo "make demo   boot the lab fleet and roll policies out (make demo-stop stops it)"
 	@echo "make clean  remove build/ (caches stay in $(CACHE))"
 
-test: unit sanity lint docs prometheus-rules compile ee-context importer lab molecule
+test: unit sanity matrix lint docs prometheus-rules compile ee-context importer lab molecule
 
 deps:
 	$(LABCTL) deps
@@ -61,6 +61,21 @@ collection-tree:
 sanity: venv collection-tree
 	tests/sanity/prepare-get-pip.sh
 	cd $(COLLECTION_TREE) && ansible-test sanity --local --requirements --python 3.11 --color no
+
+# The ansible-core releases after requirements-dev.txt's (2.19, on this machine's Python 3.11), each on Debian
+# trixie's Python 3.13: a root built from this machine's apt sources and cached by content
+# (tests/lab/fleetlab/controller.py), one virtual environment per release. Each runs the sanity and unit tiers.
+MATRIX_CORES := 2.20 2.21 2.22
+# The lab's playbooks run on the newest stable release (tests/policytools.py: BPFOOM_TEST_CONTROLLER).
+LAB_CORE := 2.21
+# 2.22.0rc1's pylint requirements take dill from a GitHub archive (not a registry: unreachable here).
+MATRIX_SANITY_OPTIONS_2.22 := --skip-test pylint
+matrix: venv deps collection-tree
+	$(foreach core,$(MATRIX_CORES),\
+		echo "[make] ansible-core $(core) on Python 3.13: sanity $(MATRIX_SANITY_OPTIONS_$(core)), unit"; \
+		$(LABCTL) controller $(core) -- sh -ec 'tests/sanity/prepare-get-pip.sh && cd $(COLLECTION_TREE) && \
+			ansible-test sanity --local --requirements --python 3.13 --color no $(MATRIX_SANITY_OPTIONS_$(core))'; \
+		$(LABCTL) controller $(core) -- pytest -q tests/unit;)
 
 lint: venv
 	env -u ANSIBLE_COLLECTIONS_PATH ansible-lint --profile production   # it installs the collection in .ansible/ itself
@@ -95,10 +110,11 @@ lab-artifacts: deps
 	$(LABCTL) kernel --variant unpatched
 	$(LABCTL) image
 
-# Every lab test, on a fleet of its own (build/test-lab), stopped on any outcome.
+# Every lab test, on a fleet of its own (build/test-lab), stopped on any outcome; the playbooks on LAB_CORE.
 lab: venv collection-link lab-artifacts
 	rm -rf $(TEST_LAB)
-	status=0; BPFOOM_TEST_LAB_DIR=$(TEST_LAB) pytest -m lab tests/kernel tests/fleet || status=$$?; \
+	status=0; BPFOOM_TEST_LAB_DIR=$(TEST_LAB) BPFOOM_TEST_CONTROLLER=$(LAB_CORE) pytest -m lab tests/kernel tests/fleet \
+		|| status=$$?; \
 	BPFOOM_LAB_DIR=$(TEST_LAB) $(LABCTL) down; \
 	tests/lab/check-no-leftovers $(TEST_LAB); exit $$status
 

@@ -26,6 +26,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent / "callback_plugins"))
 from remote_executions import read_counts  # noqa: E402  (the counting callback's own reader)
 
 TESTS = Path(__file__).resolve().parent
+# BPFOOM_TEST_CONTROLLER=2.21: the playbooks run on that ansible-core release, on Python 3.13 (labctl controller,
+# tests/lab/fleetlab/controller.py); unset, on this process's own (requirements-dev.txt).
+CONTROLLER_CORE = os.environ.get("BPFOOM_TEST_CONTROLLER")
 AGENT_PACKAGE = TESTS.parent / "plugins" / "module_utils" / "bpfoomctl"
 EXAMPLES = yaml.safe_load((TESTS / "policy_examples.yml").read_text())
 
@@ -132,7 +135,7 @@ def run_playbook(playbook, inventory, *extra, results_dir, timeout=900, command=
                ANSIBLE_CALLBACKS_ENABLED="results_file,remote_executions,bpfoom.fleet.rollout_report",
                BPFOOM_RESULTS_FILE=str(results),
                BPFOOM_EXEC_LOG=str(executions), ANSIBLE_FORCE_COLOR="0", ANSIBLE_LOAD_CALLBACK_PLUGINS="1")
-    argv = [command, "-i", str(inventory), *([str(playbook)] if playbook else []), *extra]
+    argv = [*controller_prefix(), command, "-i", str(inventory), *([str(playbook)] if playbook else []), *extra]
     if during is None:
         process = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=timeout, check=False)
     else:
@@ -141,6 +144,11 @@ def run_playbook(playbook, inventory, *extra, results_dir, timeout=900, command=
     counts = read_counts(str(executions))
     report.update(_executions=counts["executions"], _ssh_sessions=counts["ssh_sessions"], _renders=counts["renders"])
     return process, report
+
+
+def controller_prefix() -> list:
+    """What runs an Ansible command on the controller the tests were asked for (CONTROLLER_CORE)."""
+    return [str(TESTS / "lab" / "labctl"), "controller", CONTROLLER_CORE, "--"] if CONTROLLER_CORE else []
 
 
 def _run_with_fault(argv, env, timeout, text, action):

@@ -156,8 +156,9 @@ def run(processes, limit_mib, timeout, hog_command=python_hog, before_trigger=No
             os.makedirs(home, exist_ok=True)
             if trigger and before_trigger:
                 before_trigger({hog_name: hog.pid for hog_name, hog in hogs.items()})
-            # The hog joins its cgroup before it allocates anything (preexec runs in the child).
-            hogs[name] = subprocess.Popen(
+            # The hog joins its cgroup before it allocates anything (preexec runs in the child), and runs while
+            # the next one starts: run_command waits for its command and has no preexec, so Popen.
+            hogs[name] = subprocess.Popen(  # pylint: disable=ansible-bad-function
                 hog_command(name, mib), stdout=subprocess.PIPE, text=True,
                 preexec_fn=lambda procs=os.path.join(home, "cgroup.procs"), nice=trigger_nice if trigger else 0:
                     _enter(procs, nice))
@@ -228,8 +229,8 @@ class DelegatedScope:
         return os.path.isdir("/run/systemd/system") and shutil.which("systemd-run") is not None
 
     def __init__(self, name, timeout):
-        # The holder sleeps longer than the test may last; close() ends it sooner.
-        self.holder = subprocess.Popen(
+        # The holder sleeps longer than the test may last; close() ends it sooner (run_command would wait for it).
+        self.holder = subprocess.Popen(  # pylint: disable=ansible-bad-function
             ["systemd-run", "--scope", "--quiet", "--collect", f"--unit={name}.scope", f"--slice={SMOKE_SLICE}",
              "--property=Delegate=yes", "sleep", str(int(timeout) + 300)],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

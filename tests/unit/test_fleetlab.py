@@ -89,10 +89,42 @@ def test_inventory_has_groups_and_kernels():
         assert expected in text
 
 
-def test_apt_sources_come_from_the_machine(tmp_path, monkeypatch):
-    sources = image.machine_apt_sources("bookworm")
-    assert sources.startswith("deb ")
-    assert all(" bookworm" in line for line in sources.splitlines())
+def _machine_etc(tmp_path):
+    """An /etc as a bookworm machine's: a deb822 file, a legacy list with a third-party line."""
+    (tmp_path / "apt" / "sources.list.d").mkdir(parents=True)
+    (tmp_path / "os-release").write_text('PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"\nVERSION_CODENAME=bookworm\n')
+    (tmp_path / "apt" / "sources.list.d" / "debian.sources").write_text(
+        "Types: deb\nURIs: http://mirror.invalid/debian\nSuites: bookworm bookworm-updates\nComponents: main\n"
+        "Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg\n\n"
+        "Types: deb-src\nURIs: http://mirror.invalid/debian\nSuites: bookworm\nComponents: main\n")
+    (tmp_path / "apt" / "sources.list").write_text(
+        "deb [arch=amd64] http://security.invalid/debian-security bookworm-security main\n"
+        "deb https://vendor.invalid/apt cloud-sdk-bookworm main\n# deb http://old.invalid bookworm main\n")
+    return tmp_path
+
+
+def test_apt_sources_come_from_the_machine(tmp_path):
+    etc = _machine_etc(tmp_path)
+    assert image.machine_apt_sources("bookworm", etc).splitlines() == [
+        "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://mirror.invalid/debian bookworm main",
+        "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://mirror.invalid/debian bookworm-updates main",
+        "deb [arch=amd64] http://security.invalid/debian-security bookworm-security main"]
+
+
+def test_another_release_comes_from_the_machine_s_own_mirrors(tmp_path):
+    etc = _machine_etc(tmp_path)
+    assert [line.split(maxsplit=1)[1] for line in image.machine_apt_sources("trixie", etc).splitlines()] == [
+        "[signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://mirror.invalid/debian trixie main",
+        "[signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://mirror.invalid/debian trixie-updates main",
+        "[arch=amd64] http://security.invalid/debian-security trixie-security main"]
+
+
+def test_a_machine_without_debian_sources_is_told_where_they_are_read(tmp_path):
+    etc = _machine_etc(tmp_path)
+    (etc / "apt" / "sources.list.d" / "debian.sources").unlink()
+    (etc / "apt" / "sources.list").write_text("deb https://vendor.invalid/apt cloud-sdk-bookworm main\n")
+    with pytest.raises(LabError, match="no Debian bookworm entry in this machine's apt sources"):
+        image.machine_apt_sources("trixie", etc)
 
 
 def test_content_key_changes_with_content(tmp_path):

@@ -186,8 +186,10 @@ def stop(store):
     if service_result != "success":
         return {"changed": False, "notes": [f"agent ended with {service_result}: the policy stays attached"]}
     import subprocess  # only the unit's stop needs it
-    jobs = subprocess.run(["systemctl", "list-jobs", "--no-legend", "--plain"], capture_output=True,
-                          text=True, check=False).stdout.split("\n")
+    # The agent runs under systemd, not in a module: there is no AnsibleModule.run_command to call.
+    jobs = subprocess.run(  # pylint: disable=ansible-bad-function
+        ["systemctl", "list-jobs", "--no-legend", "--plain"], capture_output=True, text=True, check=False
+    ).stdout.split("\n")
     if any(line.split()[1:3] in (["bpfoom.service", "restart"], ["bpfoom.service", "try-restart"])
            for line in jobs if len(line.split()) >= 3):
         return {"changed": False, "notes": ["agent restarting: the policy stays attached"]}

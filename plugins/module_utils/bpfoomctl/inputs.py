@@ -36,8 +36,10 @@ def systemctl_show(names, properties):
     """[{property: value}] of each unit name, in order, from one systemctl call; None without systemd."""
     import subprocess  # only policies with host inputs need it: keep it off every other command's start-up
     try:
-        result = subprocess.run(["systemctl", "show", "--property", ",".join(properties), "--", *names],
-                                capture_output=True, text=True, check=False, env={"LANG": "C", "PATH": os.defpath})
+        # The agent (a systemd service, outside any module) resolves the policy's units: no run_command there.
+        result = subprocess.run(  # pylint: disable=ansible-bad-function
+            ["systemctl", "show", "--property", ",".join(properties), "--", *names],
+            capture_output=True, text=True, check=False, env={"LANG": "C", "PATH": os.defpath})
     except OSError:
         return None
     if result.returncode != 0:

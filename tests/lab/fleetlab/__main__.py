@@ -5,7 +5,7 @@ import json
 import os
 import sys
 
-from . import fleet, image, kernel, prometheus
+from . import controller, fleet, image, kernel, prometheus
 from .common import LabError, ensure_apt_packages
 
 # What the controller side of the tests needs: BPF objects and the static memhog.
@@ -24,6 +24,10 @@ def main(argv=None) -> int:
     build_image.add_argument("--variant", choices=sorted(image.IMAGE_VARIANTS), default="base")
     commands.add_parser("deps", help="install the Debian packages the lab and the tests need")
     commands.add_parser("prometheus", help="unpack (or reuse) Prometheus' binaries and print their directory")
+    other_core = commands.add_parser("controller", help="run a command on the controller of another ansible-core "
+                                                        "release (a Debian trixie root, built or reused)")
+    other_core.add_argument("core", choices=sorted(controller.CORES))
+    other_core.add_argument("argv", nargs=argparse.REMAINDER, metavar="COMMAND", help="default: ansible --version")
 
     boot = commands.add_parser("up", help="boot hosts, wait for SSH, write the inventory")
     boot.add_argument("--group", action="append", metavar="GROUP=COUNT[:KERNEL[:IMAGE]]",
@@ -53,9 +57,13 @@ def main(argv=None) -> int:
             print(image.base_image(args.variant))
         elif args.command == "deps":
             ensure_apt_packages({**kernel.BUILD_DEPENDENCIES, **image.BUILD_DEPENDENCIES,
-                                 **fleet.RUN_DEPENDENCIES, **CONTROLLER_DEPENDENCIES})
+                                 **fleet.RUN_DEPENDENCIES, **controller.BUILD_DEPENDENCIES,
+                                 **CONTROLLER_DEPENDENCIES})
         elif args.command == "prometheus":
             print(prometheus.binaries())
+        elif args.command == "controller":
+            command = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
+            controller.exec_in(args.core, command or ["ansible", "--version"])
         elif args.command == "up":
             if args.memory < 256 or args.cpus < 1:
                 raise LabError("--memory must be at least 256 (MiB) and --cpus at least 1")

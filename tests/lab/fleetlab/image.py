@@ -103,14 +103,17 @@ def _build(out: Path, package_list: list) -> None:
     say(f"host image built in {elapsed(start)}")
 
 
-def machine_apt_sources(suite: str) -> str:
-    """The machine's own Debian sources for `suite`, as one-line entries, never a hard-coded mirror.
+def machine_apt_sources(suite: str, etc: Path = Path("/etc")) -> str:
+    """The machine's own Debian sources, for `suite`, as one-line entries, never a hard-coded mirror.
 
-    mmdebstrap pastes them into a one-line-format sources.list, so deb822
-    stanzas of /etc/apt/sources.list.d/*.sources are converted.
+    Another release than the machine's (trixie on a bookworm machine) comes from the same mirrors:
+    each entry of the machine's own codename (bookworm, bookworm-updates, bookworm-security) is
+    repeated with `suite` in its place. mmdebstrap pastes them into a one-line-format sources.list,
+    so deb822 stanzas of /etc/apt/sources.list.d/*.sources are converted.
     """
+    own = machine_codename(etc)
     entries = []
-    for path in sorted(Path("/etc/apt/sources.list.d").glob("*.sources")):
+    for path in sorted((etc / "apt" / "sources.list.d").glob("*.sources")):
         for stanza in re.split(r"\n\s*\n", path.read_text()):
             fields = dict(re.findall(r"^([A-Za-z-]+):\s*(.*)$", stanza, re.M))
             if "deb" not in fields.get("Types", "").split():
@@ -118,13 +121,22 @@ def machine_apt_sources(suite: str) -> str:
             options = f"[signed-by={fields['Signed-By']}] " if "Signed-By" in fields else ""
             for uri in fields.get("URIs", "").split():
                 for name in fields.get("Suites", "").split():
-                    if name.split("-")[0] == suite:
-                        entries.append(f"deb {options}{uri} {name} {fields.get('Components', 'main')}")
-    legacy = Path("/etc/apt/sources.list")
+                    if name.split("-")[0] == own:
+                        entries.append(f"deb {options}{uri} {suite}{name[len(own):]} {fields.get('Components', 'main')}")
+    legacy = etc / "apt" / "sources.list"
     if legacy.exists():
-        entries += [line.strip() for line in legacy.read_text().splitlines()
-                    if line.split()[:1] == ["deb"] and re.search(rf"\s{suite}(-\S+)?\s", line)]
+        for line in legacy.read_text().splitlines():
+            words = line.split()
+            options = [w for w in words[1:] if w.startswith("[")] if words[:1] == ["deb"] else []
+            rest = words[1 + len(options):]
+            if words[:1] == ["deb"] and len(rest) >= 2 and rest[1].split("-")[0] == own:
+                entries.append(" ".join(["deb", *options, rest[0], suite + rest[1][len(own):], *rest[2:]]))
     if not entries:
-        raise LabError(f"no Debian {suite} entry in this machine's apt sources (/etc/apt): "
-                       "the host image is built from them")
+        raise LabError(f"no Debian {own} entry in this machine's apt sources ({etc / 'apt'}): "
+                       f"the {suite} images are built from them")
     return "\n".join(entries) + "\n"
+
+
+def machine_codename(etc: Path = Path("/etc")) -> str:
+    fields = dict(re.findall(r"^([A-Z_]+)=\"?([^\"\n]*)\"?$", (etc / "os-release").read_text(), re.M))
+    return fields.get("VERSION_CODENAME", "bookworm")
