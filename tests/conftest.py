@@ -5,9 +5,7 @@ import os
 
 import checkout  # noqa: F401  # pylint: disable=unused-import
 import pytest
-
-# The lab tier's fleet: two hosts with the hook, one without.
-LAB_FLEET = ["hook=2", "nohook=1:unpatched"]
+from lab_fleet import LAB_FLEET
 
 
 @pytest.fixture(scope="session")

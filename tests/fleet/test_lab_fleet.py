@@ -19,17 +19,33 @@ def test_every_host_answers_ansible_ping(lab):
                             capture_output=True, text=True, timeout=300, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
     assert sorted(line.split()[0] for line in result.stdout.splitlines() if "SUCCESS" in line) == \
-        ["hook1", "hook2", "nohook1"]
+        ["hook1", "hook2", "nohook1", "nohook2", "trixie1"]
 
 
 def test_inventory_groups_hosts_by_kernel(lab):
-    for group, suffix in (("kernel_patched", "-bpfoom"), ("kernel_unpatched", "-unpatched")):
+    for group, suffix in (("kernel_patched", "-bpfoom"), ("kernel_debian612", "+deb12-amd64"),
+                          ("kernel_debian61", "-amd64")):
         result = subprocess.run(["ansible", group, "-i", str(fleet.inventory_path()), "-m", "command",
                                  "-a", "uname -r", "-o"], capture_output=True, text=True, timeout=300,
                                 check=False)
         assert result.returncode == 0, result.stdout + result.stderr
         releases = [line.split()[-1] for line in result.stdout.splitlines()]
         assert releases and all(release.endswith(suffix) for release in releases), result.stdout
+
+
+# What each kind of lab host runs: Debian's release, Python, libbpf, systemd (docs/docsite/rst/compatibility.rst).
+PLATFORMS = {"hook2": ("12", "3.11", "1.1", "252"), "nohook1": ("12", "3.11", "1.1", "252"),
+             "nohook2": ("12", "3.11", "1.1", "252"), "trixie1": ("13", "3.13", "1.5", "257")}
+
+
+@pytest.mark.parametrize("name", sorted(PLATFORMS))
+def test_each_host_runs_its_debian_release(lab, name):
+    facts = fleet.run_on(lab[name], ". /etc/os-release; echo $VERSION_ID; python3 -c 'import sys; "
+                                    "print(\"%d.%d\" % sys.version_info[:2])'; dpkg-query -W -f '${Version}\\n' libbpf1; "
+                                    "systemctl --version | sed -n '1s/^systemd \\([0-9]*\\).*/\\1/p'").stdout.split()
+    release, python, libbpf, systemd = PLATFORMS[name]
+    assert facts[0] == release and facts[1] == python and facts[3] == systemd, facts
+    assert facts[2].startswith(libbpf) or facts[2].split(":")[-1].startswith(libbpf), facts
 
 
 def test_reboot_keeps_the_disk(lab):

@@ -40,14 +40,27 @@ def _patched(lab, memhog):
 
 
 @pytest.fixture(scope="session")
-def hook2_host(lab, memhog):
+def hook2_host(prepared):
     """hook2, the agent tests' host, with the scenario tools copied."""
-    return _prepare(lab["hook2"], memhog)
+    return prepared("hook2")
 
 
 @pytest.fixture(scope="session")
-def _unpatched(lab, memhog):
-    return _prepare(lab["nohook1"], memhog)
+def _unpatched(lab, memhog, prepared):
+    return prepared("nohook1")
+
+
+@pytest.fixture(scope="session")
+def prepared(lab, memhog):
+    """prepared(NAME): any lab host with the scenario tools copied (once a session), for the tests that run on
+    each kind of host (tests/lab_fleet.py)."""
+    hosts = {}
+
+    def get(name):
+        if name not in hosts:
+            hosts[name] = _prepare(lab[name], memhog)
+        return hosts[name]
+    return get
 
 
 @pytest.fixture

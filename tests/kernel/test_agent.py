@@ -1,10 +1,13 @@
 """Lab tier of the host agent: the role, bpfoomctl, bpfoom.service and the policy modules.
 
 Driven through ansible-playbook against the lab inventory, on hook2 (patched)
-and nohook1 (unpatched). Scenario hogs as in test_hook.py.
+and nohook1 (Debian's 6.12, no hook); what must hold on every Debian and kernel
+also on trixie1 (Debian 13, patched) and nohook2 (Debian's 6.1).
+Scenario hogs as in test_hook.py.
 """
 
 import json
+import re
 import subprocess
 import time
 from pathlib import Path
@@ -14,6 +17,7 @@ import pytest
 from fleetlab import fleet
 from ansible_collections.bpfoom.fleet.plugins.module_utils.bpfoomctl.journal import MESSAGE_IDS  # the agent's own
 from ansible_collections.bpfoom.fleet.plugins.module_utils.bpfoomctl import contract
+from lab_fleet import HOOK_HOSTS, NO_HOOK_HOSTS
 from policytools import AGENT_PACKAGE, build_policy, run_playbook
 
 pytestmark = pytest.mark.lab
@@ -24,6 +28,8 @@ AGENT_PATHS = sorted([f"{contract.PACKAGE_DIR}/{module.name}" for module in AGEN
                      + [contract.COMMAND, contract.UNIT_FILE])
 OLD_AGENT = f"{contract.LIB_DIR}/bpfoomctl.py"
 PREFER_B = {"name": "prefer_b", "template": "prefer_avoid", "params": {"prefer": {"comm": ["hog_b"]}}}
+# systemd-analyze security's exposure of bpfoom.service, at most (0 is the most confined, 10 the least).
+SANDBOX_EXPOSURE = 1.6
 PREFER_C = {"name": "prefer_c", "template": "prefer_avoid", "params": {"prefer": {"comm": ["hog_c"]}}}
 
 
@@ -47,17 +53,29 @@ def bpfoomctl(host, command):
 
 
 def test_role_is_check_clean_then_idempotent(lab, agent_lab):
-    process, _results = play(agent_lab, "agent.yml", "hook2,nohook1", "--check")
+    hosts = ",".join(HOOK_HOSTS + NO_HOOK_HOSTS)
+    process, _results = play(agent_lab, "agent.yml", hosts, "--check")
     assert process.returncode == 0, process.stdout[-3000:]
     assert fleet.run_on(lab["hook2"], "test -e /usr/local/sbin/bpfoomctl", check=False).returncode == 1
-    process, _results = play(agent_lab, "agent.yml", "hook2,nohook1")
+    process, _results = play(agent_lab, "agent.yml", hosts)
     assert process.returncode == 0, process.stdout[-3000:]
     assert changed_count(process) > 0
-    process, _results = play(agent_lab, "agent.yml", "hook2,nohook1")
+    process, _results = play(agent_lab, "agent.yml", hosts)
     assert process.returncode == 0 and changed_count(process) == 0, process.stdout[-3000:]
-    for name in ("hook2", "nohook1"):
+    for name in HOOK_HOSTS + NO_HOOK_HOSTS:
         assert fleet.run_on(lab[name], "systemctl is-active bpfoom.service").stdout.strip() == "active"
         assert fleet.run_on(lab[name], "stat -c %a /var/lib/bpfoom").stdout.strip() == "700"
+
+
+@pytest.mark.parametrize("name", HOOK_HOSTS)
+def test_the_unit_s_sandbox_scores_the_same_on_each_systemd(lab, agent_lab, name):
+    """systemd-analyze security on Debian 12's systemd (252) and 13's (257): the unit's sandbox options mean the
+    same on both (1.6 on each, measured when this test was written), and the agent attaches its policy under them."""
+    play(agent_lab, "apply_policy.yml", name, policy=PREFER_B)
+    report = fleet.run_on(lab[name], "systemd-analyze security --no-pager bpfoom.service").stdout
+    score = float(re.search(r"Overall exposure level for bpfoom\.service: ([0-9.]+)", report)[1])
+    assert score <= SANDBOX_EXPOSURE, report[-2000:]
+    assert bpfoomctl(lab[name], "status")["attached_policy"]["policy_name"] == "prefer_b"
 
 
 def test_policy_module_applies_verifies_and_is_idempotent(lab, agent_lab):
@@ -136,14 +154,15 @@ def test_check_mode_predicts_a_swap_without_touching_the_host(lab, agent_lab):
     assert bpfoomctl(lab["hook2"], "status")["attached_policy"]["policy_name"] == "prefer_b"
 
 
-def test_swap_has_no_moment_without_a_policy(lab, agent_lab):
+@pytest.mark.parametrize("name", HOOK_HOSTS)
+def test_swap_has_no_moment_without_a_policy(lab, agent_lab, name):
     """A sampler counts the evaluate links in the kernel while bpfoomctl swaps policies.
 
     bpfoomctl holds both policies attached for a second (BPFOOM_OVERLAP_HOLD_S)
     so that the sampler, slow under TCG, sees the overlap: never 0, then 2, then 1.
     """
-    host = lab["hook2"]
-    play(agent_lab, "apply_policy.yml", "hook2", policy=PREFER_B)
+    host = lab[name]
+    play(agent_lab, "apply_policy.yml", name, policy=PREFER_B)
     entry = build_policy(PREFER_C, agent_lab["cache"])
     fleet.run_on(host, "install -d -m 0700 /root/swap")
     for name in ("policy.bpf.o", "manifest.json"):
@@ -185,12 +204,13 @@ def test_verifier_rejection_fails_with_its_log_and_keeps_the_old_policy(lab, age
     assert bpfoomctl(lab["hook2"], "status")["attached_policy"]["policy_name"] == "prefer_b"
 
 
-def test_reboot_brings_the_same_policy_back(lab, agent_lab):
-    play(agent_lab, "apply_policy.yml", "hook2", policy=PREFER_C)
-    before = bpfoomctl(lab["hook2"], "status")["attached_policy"]
-    fleet.reboot("hook2")
+@pytest.mark.parametrize("name", HOOK_HOSTS)
+def test_reboot_brings_the_same_policy_back(lab, agent_lab, name):
+    play(agent_lab, "apply_policy.yml", name, policy=PREFER_C)
+    before = bpfoomctl(lab[name], "status")["attached_policy"]
+    fleet.reboot(name)
     for _attempt in range(30):
-        after = bpfoomctl(lab["hook2"], "status")["attached_policy"]
+        after = bpfoomctl(lab[name], "status")["attached_policy"]
         if after:
             break
         time.sleep(1)
@@ -385,16 +405,17 @@ def wait_for_metrics(host, ready, timeout=30):
         time.sleep(1)
 
 
-def test_the_agent_writes_metrics_for_node_exporter(lab, agent_lab, hook2_host):
-    host = lab["hook2"]
+@pytest.mark.parametrize("name", HOOK_HOSTS)
+def test_the_agent_writes_metrics_for_node_exporter(lab, agent_lab, prepared, name):
+    host, lab_host = lab[name], prepared(name)
     # node_exporter's textfile directory, there before the agent starts (its sandbox makes it writable).
     fleet.run_on(host, f"install -d -m 0755 {METRICS.rsplit('/', 1)[0]} && systemctl restart bpfoom.service")
-    play(agent_lab, "apply_policy.yml", "hook2", policy=PREFER_B)
+    play(agent_lab, "apply_policy.yml", name, policy=PREFER_B)
     text = wait_for_metrics(host, lambda text: 'policy_name="prefer_b"' in text)
     assert 'bpfoom_policy_info{policy_name="prefer_b",policy_hash="' in text and 'mode="enforce"} 1' in text
     assert metric(text, "bpfoom_hook_present") == 1 and metric(text, "bpfoom_policy_attached") == 1
     selections = metric(text, "bpfoom_policy_selections_total")
-    assert hook2_host.oom(96, [("hog_a", 60), ("hog_b", 10), ("hog_c", 28)])["victim"] == "hog_b"
+    assert lab_host.oom(96, [("hog_a", 60), ("hog_b", 10), ("hog_c", 28)])["victim"] == "hog_b"
     text = wait_for_metrics(host, lambda text: metric(text, "bpfoom_policy_selections_total") > selections)
     assert metric(text, "bpfoom_events_logged_total") >= 1
     assert fleet.run_on(host, f"stat -c %a {METRICS}").stdout.strip() == "644"       # node_exporter reads it
@@ -437,15 +458,17 @@ def test_state_absent_returns_to_the_kernel_default(lab, agent_lab):
     assert bpfoomctl(lab["hook2"], "status")["policies"] == []
 
 
-def test_unpatched_host_fails_with_hook_missing_and_changes_nothing(lab, agent_lab):
-    process, results = play(agent_lab, "apply_policy.yml", "nohook1", policy=PREFER_B)
+@pytest.mark.parametrize("name", NO_HOOK_HOSTS)
+def test_unpatched_host_fails_with_hook_missing_and_changes_nothing(lab, agent_lab, name):
+    process, results = play(agent_lab, "apply_policy.yml", name, policy=PREFER_B)
     assert process.returncode != 0
-    failed = results["Run the policy"]["nohook1"]
+    failed = results["Run the policy"][name]
     assert failed["hook_missing"] and not failed.get("changed")
-    assert failed["msg"].startswith("nohook1: the kernel 6.12") and "has no BPF OOM hook" in failed["msg"]
-    assert fleet.run_on(lab["nohook1"], "ls /sys/fs/bpf/bpfoom 2>/dev/null | wc -l").stdout.strip() == "0"
-    assert fleet.run_on(lab["nohook1"], "ls /var/lib/bpfoom/policies 2>/dev/null | wc -l").stdout.strip() == "0"
-    process, results = run_playbook(PLAYBOOKS / "info.yml", fleet.inventory_path(), "--limit", "nohook1",
+    assert failed["msg"].startswith(f"{name}: the kernel {lab[name]['release']}"), failed["msg"]
+    assert "has no BPF OOM hook" in failed["msg"]
+    assert fleet.run_on(lab[name], "ls /sys/fs/bpf/bpfoom 2>/dev/null | wc -l").stdout.strip() == "0"
+    assert fleet.run_on(lab[name], "ls /var/lib/bpfoom/policies 2>/dev/null | wc -l").stdout.strip() == "0"
+    process, results = run_playbook(PLAYBOOKS / "info.yml", fleet.inventory_path(), "--limit", name,
                                     results_dir=agent_lab["work"])
-    info = results["Read the host"]["nohook1"]
+    info = results["Read the host"][name]
     assert info["hook"] is False and info["attached_policy"] is None

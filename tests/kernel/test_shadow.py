@@ -1,6 +1,7 @@
 """Lab tier of issue 11: see what a policy would do before enforcing it (shadow mode, explain, metrics).
 
-Shadow mode runs on hook2 (patched) and nohook1 (unpatched): the policy prefers
+Shadow mode runs on every kind of lab host (tests/lab_fleet.py: the lab's
+patched kernel on Debian 12 and 13, Debian's own 6.12 and 6.1 without the hook): the policy prefers
 hog_b, the kernel's own choice is hog_a (the biggest), so they disagree, and
 the kernel's OOM report says what really happened. explain runs just before an
 enforced OOM on the same scenario and must name its victim.
@@ -13,6 +14,7 @@ import time
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from lab_fleet import HOOK_HOSTS, NO_HOOK_HOSTS
 from fleetlab import fleet
 from policytools import install_agent, run_playbook
 from test_agent import METRICS, PLAYBOOKS, PREFER_B, bpfoomctl, play, wait_for_metrics
@@ -54,9 +56,9 @@ def metrics(host, ooms):
     return parse(wait_for_metrics(host, lambda text: parse(text).get("bpfoom_ooms_total") == ooms))
 
 
-@pytest.mark.parametrize("name", ["hook2", "nohook1"])
-def test_shadow_mode_records_both_choices_and_decides_nothing(lab, agent_lab, hook2_host, _unpatched, name):
-    host, lab_host = lab[name], {"hook2": hook2_host, "nohook1": _unpatched}[name]
+@pytest.mark.parametrize("name", HOOK_HOSTS + NO_HOOK_HOSTS)
+def test_shadow_mode_records_both_choices_and_decides_nothing(lab, agent_lab, prepared, name):
+    host, lab_host, hook = lab[name], prepared(name), name in HOOK_HOSTS
     fleet.run_on(host, f"install -d -m 0755 {METRICS.rsplit('/', 1)[0]}")
     process, results = play(agent_lab, "apply_policy.yml", name, policy=dict(PREFER_B, mode="shadow"))
     assert process.returncode == 0 and results["Run the policy"][name]["mode"] == "shadow"
@@ -76,7 +78,7 @@ def test_shadow_mode_records_both_choices_and_decides_nothing(lab, agent_lab, ho
     outcome = lab_host.oom(96, SCENARIO)
     # The kernel's choice is unchanged, and no policy is credited with it.
     assert outcome["victim"] == "hog_a", outcome
-    if name == "hook2":
+    if hook:
         assert outcome["policy_names"] == ["default"], outcome["reports"]
     else:
         assert "policy_name=" not in outcome["reports"][0]
@@ -95,12 +97,12 @@ def test_shadow_mode_records_both_choices_and_decides_nothing(lab, agent_lab, ho
     counters = next(p for p in status["policies"] if p["attached"])
     values = metrics(host, counters["ooms"])
     assert values["bpfoom_policy_info{mode=shadow,policy_name=prefer_b}"] == 1
-    assert values["bpfoom_hook_present"] == (1 if name == "hook2" else 0)
+    assert values["bpfoom_hook_present"] == (1 if hook else 0)
     for outcome_kind in ("agree", "disagree", "no_victim", "not_comparable"):
         assert values[f"bpfoom_shadow_outcomes_total{{outcome={outcome_kind}}}"] == counters[f"shadow_{outcome_kind}"]
     assert values["bpfoom_ooms_total"] == counters["ooms"] >= 1 and counters["shadow_disagree"] >= 1
-    # Promotion (hook2) is an ordinary apply of the same policy in enforce mode; then the policy decides.
-    if name == "hook2":
+    # Promotion (with the hook) is an ordinary apply of the same policy in enforce mode; then the policy decides.
+    if hook:
         process, results = play(agent_lab, "apply_policy.yml", name, policy=PREFER_B)
         assert results["Run the policy"][name]["changed"] and results["Run the policy"][name]["mode"] == "enforce"
         assert lab_host.oom(96, SCENARIO)["victim"] == "hog_b"
@@ -119,7 +121,7 @@ def test_explain_names_the_victim_of_the_next_enforced_oom(lab, agent_lab, hook2
     assert outcome["victim"] == "hog_b" and not explained["agrees"]
 
 
-@pytest.mark.parametrize("name", ["hook2", "nohook1"])
+@pytest.mark.parametrize("name", HOOK_HOSTS + NO_HOOK_HOSTS)
 def test_explain_previews_a_policy_that_is_not_attached(lab, agent_lab, name):
     host = lab[name]
     play(agent_lab, "apply_policy.yml", name, policy=PREFER_B, state="absent")
@@ -200,3 +202,29 @@ def test_a_global_oom_decided_without_a_scan_is_reported_as_not_comparable(lab, 
     finally:
         # The tests after this one (and test_rollout) expect nohook1 without a policy, even if this one failed.
         play(agent_lab, "apply_policy.yml", "nohook1", policy=PREFER_B, state="absent")
+
+
+@pytest.mark.parametrize("name", NO_HOOK_HOSTS)
+def test_a_kernel_locked_down_to_confidentiality_is_named_and_nothing_attaches(lab, agent_lab, name):
+    """lockdown=confidentiality (a Secure Boot host may choose it; Debian's kernels have the lockdown LSM) forbids
+    the helper every policy reads a task's name with (bpf_probe_read_kernel_str): 6.1's verifier calls it an
+    unknown function, 6.12's a helper this program cannot use. The apply and explain must name the lockdown."""
+    fleet.reboot(name, hard=True, kernel_args="lockdown=confidentiality")
+    try:
+        assert "[confidentiality]" in fleet.run_on(lab[name], "cat /sys/kernel/security/lockdown").stdout
+        process, results = play(agent_lab, "apply_policy.yml", name, policy=dict(PREFER_B, mode="shadow"))
+        failed = results["Run the policy"][name]
+        assert process.returncode != 0 and not failed.get("changed"), failed
+        assert name in failed["msg"] and "locked down (lockdown=confidentiality" in failed["msg"], failed["msg"]
+        assert bpfoomctl(lab[name], "status")["attached_policy"] is None
+        built = next(p for p in agent_lab["cache"].iterdir() if (p / "manifest.json").exists() and
+                     json.loads((p / "manifest.json").read_text())["name"] == "prefer_b")
+        fleet.run_on(lab[name], "install -d -m 0700 /root/locked")
+        for file in ("policy.bpf.o", "manifest.json"):
+            fleet.copy_to(lab[name], built / file, f"/root/locked/{file}")
+        explained = fleet.run_on(lab[name], "bpfoomctl explain /root/locked", check=False)
+        assert explained.returncode != 0 and "locked down (lockdown=confidentiality" in explained.stdout, explained
+    finally:
+        fleet.reboot(name, hard=True, kernel_args="")
+        play(agent_lab, "apply_policy.yml", name, policy=PREFER_B, state="absent")
+    assert "[none]" in fleet.run_on(lab[name], "cat /sys/kernel/security/lockdown").stdout

@@ -19,7 +19,7 @@ def main(argv=None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
 
     build = commands.add_parser("kernel", help="build (or reuse) a lab kernel and print its path")
-    build.add_argument("--variant", choices=sorted(kernel.VARIANTS), default="patched")
+    build.add_argument("--variant", choices=sorted([*kernel.VARIANTS, *kernel.STOCK_KERNELS]), default="patched")
     build_image = commands.add_parser("image", help="build (or reuse) the host image and print its path")
     build_image.add_argument("--variant", choices=sorted(image.IMAGE_VARIANTS), default="base")
     commands.add_parser("deps", help="install the Debian packages the lab and the tests need")

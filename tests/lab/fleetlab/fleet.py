@@ -21,7 +21,7 @@ from pathlib import Path
 
 from .common import LabError, elapsed, lab_dir, other_lab, read_json, say, write_json
 from .image import IMAGE_VARIANTS, base_image
-from .kernel import VARIANTS, kernel_image, kernel_release
+from .kernel import STOCK_IMAGE, STOCK_KERNELS, VARIANTS, kernel_image, kernel_initrd, kernel_release
 
 QEMU = "qemu-system-x86_64"
 RUN_DEPENDENCIES = {QEMU: "qemu-system-x86", "qemu-img": "qemu-utils", "ssh": "openssh-client",
@@ -29,7 +29,7 @@ RUN_DEPENDENCIES = {QEMU: "qemu-system-x86", "qemu-img": "qemu-utils", "ssh": "o
 DEFAULT_BASE_PORT = 2222
 QEMU_OVERHEAD_MIB = 200        # TCG translation cache and device models, per host
 HOST_RESERVE_MIB = 1024        # left to the controller, ansible and the build tools
-_GROUP_SPEC = re.compile(r"^(?P<group>[a-z][a-z0-9_]{0,30})=(?P<count>\d+)(?::(?P<kernel>[a-z]+))?(?::(?P<image>[a-z]+))?$")
+_GROUP_SPEC = re.compile(r"^(?P<group>[a-z][a-z0-9_]{0,30})=(?P<count>\d+)(?::(?P<kernel>[a-z0-9]+))?(?::(?P<image>[a-z]+))?$")
 
 
 def _state_file() -> Path:
@@ -87,7 +87,9 @@ def copy_to(host: dict, local: Path, remote: str) -> None:
 
 
 def parse_group_specs(specs: list) -> list:
-    """`web=2`, `legacy=1:unpatched`, `bench=1:patched:bcc` -> [(group, count, kernel, image)]."""
+    """`web=2`, `legacy=1:unpatched`, `bench=1:patched:bcc`, `stock=1:debian61` -> [(group, count, kernel, image)].
+
+    A stock kernel boots the image that holds its modules: its image is `stock`, unless given."""
     plans = []
     for spec in specs:
         match = _GROUP_SPEC.match(spec)
@@ -95,9 +97,13 @@ def parse_group_specs(specs: list) -> list:
             raise LabError(f"bad --group {spec!r}: write GROUP=COUNT[:KERNEL[:IMAGE]], e.g. web=2 or "
                            "old=1:unpatched (GROUP in lower case letters, digits and _)")
         kernel = match["kernel"] or "patched"
-        if kernel not in VARIANTS:
-            raise LabError(f"bad --group {spec!r}: kernel {kernel!r} is not one of {', '.join(VARIANTS)}")
-        image_variant = match["image"] or "base"
+        if kernel not in VARIANTS and kernel not in STOCK_KERNELS:
+            raise LabError(f"bad --group {spec!r}: kernel {kernel!r} is not one of "
+                           f"{', '.join([*VARIANTS, *STOCK_KERNELS])}")
+        image_variant = match["image"] or (STOCK_IMAGE if kernel in STOCK_KERNELS else "base")
+        if kernel in STOCK_KERNELS and image_variant != STOCK_IMAGE:
+            raise LabError(f"bad --group {spec!r}: the stock kernel {kernel} boots the {STOCK_IMAGE} image, "
+                           "which holds its modules")
         if image_variant not in IMAGE_VARIANTS:
             raise LabError(f"bad --group {spec!r}: image {image_variant!r} is not one of {', '.join(IMAGE_VARIANTS)}")
         count = int(match["count"])
@@ -176,6 +182,7 @@ def up(group_specs: list, memory_mib: int = 768, cpus: int = 1, base_port=None,
             name = next(names)
             hosts[name] = {"name": name, "group": group, "kernel": kernel, "port": next(ports),
                            "memory": memory_mib, "cpus": cpus, "bzImage": str(kernels[kernel]),
+                           "initrd": str(kernel_initrd(kernel) or ""), "image": image_variant,
                            "release": kernel_release(kernel), "base": str(bases[image_variant])}
     fleet = {"hosts": {}}
     start = time.monotonic()
@@ -213,11 +220,12 @@ def _start_qemu(host: dict) -> None:
     key = base64.b64encode(Path(str(ssh_key()) + ".pub").read_bytes().strip()).decode()
     # loglevel=4 keeps OOM reports (warnings) off the slow emulated serial port.
     cmdline = (f"root=/dev/vda rw console=ttyS0 loglevel=4 systemd.hostname={host['name']} "
-               f"bpfoom.ssh_key={key}")
+               f"bpfoom.ssh_key={key} {host.get('kernel_args', '')}").strip()
     command = [
         QEMU, "-name", f"bpfoom-lab-{host['name']}",
         "-accel", "tcg,tb-size=256", "-cpu", "max", "-smp", str(host["cpus"]), "-m", str(host["memory"]),
-        "-kernel", host["bzImage"], "-append", cmdline,
+        "-kernel", host["bzImage"], *(["-initrd", host["initrd"]] if host.get("initrd") else []),
+        "-append", cmdline,
         "-drive", f"file={directory / 'overlay.qcow2'},if=virtio,format=qcow2",
         # restrict=on: the host reaches nothing but its own forwarded SSH port.
         "-nic", f"user,model=virtio-net-pci,restrict=on,hostfwd=tcp:127.0.0.1:{host['port']}-:22",
@@ -323,10 +331,20 @@ def boot_id(host: dict) -> str:
     return result.stdout.strip()
 
 
-def reboot(name: str, hard: bool = False, timeout: int = 240) -> None:
-    """Reboot one host keeping its disk: through systemd, or (hard) by restarting qemu."""
+def reboot(name: str, hard: bool = False, timeout: int = 240, kernel_args=None) -> None:
+    """Reboot one host keeping its disk: through systemd, or (hard) by restarting qemu.
+
+    kernel_args (hard only): what the kernel's command line adds from now on, such as
+    "lockdown=confidentiality"; "" takes it away.
+    """
     host = get_host(name)
     start = time.monotonic()
+    if kernel_args is not None:
+        if not hard:
+            raise LabError(f"{name}: a new kernel command line needs a hard reboot (qemu passes it)")
+        fleet = load_fleet()
+        fleet["hosts"][name]["kernel_args"] = host["kernel_args"] = kernel_args
+        _save_fleet(fleet)
     if hard:
         _stop_qemu(host)
         _start_qemu(host)

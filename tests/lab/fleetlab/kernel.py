@@ -1,10 +1,13 @@
-"""Build the lab kernels from Debian's linux-source-6.12, cached by content.
+"""The lab's kernels: two built from Debian's linux-source-6.12, cached by content, and Debian's own.
 
 Two variants come from one source tree: `patched` carries the BPF OOM hook
-(kernel/0001-*.patch), `unpatched` is the same source and config without it,
-the kernel a part of a real fleet still runs. A variant is rebuilt only when
-its key (source version, patch, config, this recipe) changes; the tree is
-kept between builds, so switching variants is an incremental build.
+(kernel/0001-*.patch), `unpatched` is the same source and config without it.
+A variant is rebuilt only when its key (source version, patch, config, this
+recipe) changes; the tree is kept between builds, so switching variants is an
+incremental build.
+The stock kernels (STOCK_KERNELS) are Debian 12's own packages, full
+distribution configuration, modules and initramfs, installed in the `stock`
+host image (fleetlab.image): the kernels a fleet without the hook really runs.
 """
 
 import os
@@ -14,15 +17,22 @@ import subprocess
 import time
 from pathlib import Path
 
-from .common import (LAB_ROOT, LabError, cache_dir, cached_artifact_ok, content_key, elapsed, ensure_apt_packages,
-                     locked, read_json, say, sha256_file, write_json)
+from .common import (LAB_ROOT, REPO_ROOT, LabError, cache_dir, cached_artifact_ok, content_key, elapsed,
+                     ensure_apt_packages, locked, read_json, say, sha256_file, write_json)
 
 SOURCE_PACKAGE = "linux-source-6.12"
 SOURCE_TARBALL = Path("/usr/src/linux-source-6.12.tar.xz")
 KERNEL_DIR = LAB_ROOT / "kernel"
 CONFIG_FRAGMENT = KERNEL_DIR / "lab.config"
-HOOK_PATCH = KERNEL_DIR / "0001-mm-bpf-oom-policy-hooks.patch"
+# The hook ships with the collection (kernel/, GPL-2.0): the lab builds the patch users build.
+HOOK_PATCH = REPO_ROOT / "kernel" / "0001-mm-bpf-oom-policy-hooks.patch"
 VARIANTS = {"patched": HOOK_PATCH, "unpatched": None}
+# Debian 12's kernels, by lab name: its own 6.1 and its 6.12 (bookworm carries both). Their hosts boot the
+# `stock` image, which holds their modules.
+STOCK_KERNELS = {"debian61": "6.1", "debian612": "6.12"}
+_STOCK_PACKAGE = {"6.1": re.compile(r"^linux-image-6\.1\.0-(\d+)-amd64$"),
+                  "6.12": re.compile(r"^linux-image-6\.12\.(\d+)\+deb12-amd64$")}
+STOCK_IMAGE = "stock"
 BUILD_DEPENDENCIES = {
     "make": "make", "gcc": "gcc", "flex": "flex", "bison": "bison", "bc": "bc",
     "pahole": "dwarves", "patch": "patch", "cpio": "cpio", "xz": "xz-utils",
@@ -47,8 +57,10 @@ def variant_key(variant: str) -> str:
 
 def kernel_image(variant: str = "patched") -> Path:
     """Path of the variant's bzImage, built (or rebuilt if corrupted) when needed."""
+    if variant in STOCK_KERNELS:
+        return _stock_boot_file(variant, "vmlinuz")
     if variant not in VARIANTS:
-        raise LabError(f"unknown kernel variant {variant!r}: choose one of {', '.join(VARIANTS)}")
+        raise LabError(f"unknown kernel variant {variant!r}: choose one of {', '.join([*VARIANTS, *STOCK_KERNELS])}")
     ensure_apt_packages({str(SOURCE_TARBALL): SOURCE_PACKAGE})
     out = cache_dir() / "kernel" / f"{variant}-{variant_key(variant)}"
     with locked(cache_dir() / "kernel" / "build.lock"):
@@ -58,7 +70,38 @@ def kernel_image(variant: str = "patched") -> Path:
     return out / "bzImage"
 
 
+def kernel_initrd(variant: str):
+    """The initramfs a variant boots with: a stock kernel's own (it loads the modules of its disk); None for ours."""
+    return _stock_boot_file(variant, "initrd.img") if variant in STOCK_KERNELS else None
+
+
+def stock_package(version: str) -> str:
+    """The newest linux-image package of Debian's VERSION (6.1, 6.12) in this machine's apt lists."""
+    for attempt in range(2):
+        names = subprocess.run(["apt-cache", "pkgnames", "linux-image-"], capture_output=True, text=True,
+                               check=False).stdout.split()
+        found = [(int(m[1]), name) for name in names if (m := _STOCK_PACKAGE[version].match(name))]
+        if found:
+            return max(found)[1]
+        if attempt == 0:
+            subprocess.run(["apt-get", "update", "-q"], capture_output=True, check=False)
+    raise LabError(f"no linux-image-{version} package of Debian 12 in this machine's apt lists "
+                   f"(pattern {_STOCK_PACKAGE[version].pattern}): the stock kernels come from them")
+
+
+def _stock_boot_file(variant: str, prefix: str) -> Path:
+    from .image import base_image, image_dir  # the stock image holds the kernel's modules: built first
+    base_image(STOCK_IMAGE)
+    path = image_dir(STOCK_IMAGE) / "boot" / f"{prefix}-{kernel_release(variant)}"
+    if not path.exists():
+        raise LabError(f"{path} is missing: the {STOCK_IMAGE} image was built without {variant}'s kernel; "
+                       f"remove {image_dir(STOCK_IMAGE)} to rebuild it")
+    return path
+
+
 def kernel_release(variant: str) -> str:
+    if variant in STOCK_KERNELS:
+        return stock_package(STOCK_KERNELS[variant]).removeprefix("linux-image-")
     meta = read_json(cache_dir() / "kernel" / f"{variant}-{variant_key(variant)}" / "meta.json", {})
     return meta.get("release", "unknown")
 
