@@ -104,11 +104,14 @@ prometheus-rules:
 	bin=$$($(LABCTL) prometheus); $$bin/promtool check rules prometheus/bpfoom.rules.yml; \
 		$$bin/promtool test rules tests/prometheus/rules_test.yml
 
-# The lab's kernels and host image, built or reused (cached by content), before anything boots.
+# The lab's kernels and host images, built or reused (cached by content), before anything boots: Debian 12
+# (base), Debian 13 (trixie), Debian 12 with Debian's own kernels (stock: the lab tier's hosts without the hook).
 lab-artifacts: deps
 	$(LABCTL) kernel --variant patched
 	$(LABCTL) kernel --variant unpatched
 	$(LABCTL) image
+	$(LABCTL) image --variant trixie
+	$(LABCTL) image --variant stock
 
 # Every lab test, on a fleet of its own (build/test-lab), stopped on any outcome; the playbooks on LAB_CORE.
 lab: venv collection-link lab-artifacts

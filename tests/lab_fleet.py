@@ -8,3 +8,6 @@ LAB_FLEET = ["hook=2", "nohook=1:debian612", "nohook=1:debian61", "trixie=1:patc
 # What must hold on every Debian release and every kernel runs on these.
 HOOK_HOSTS = ["hook2", "trixie1"]
 NO_HOOK_HOSTS = ["nohook1", "nohook2"]
+# The fleet-side tests' inventory (tests/fleet/, test_trust's playbooks): their expectations (the canary, the
+# batches, each host's outcome) are written for these three.
+PLAYBOOK_HOSTS = ["hook1", "hook2", "nohook1"]

@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from fleetlab import common, ee, fleet
+from lab_fleet import PLAYBOOK_HOSTS
 
 pytestmark = pytest.mark.lab
 
@@ -24,7 +25,8 @@ def test_the_rollout_runs_inside_the_execution_environment(lab, tmp_path, monkey
     data = tmp_path / "job"
     shutil.copytree(common.REPO_ROOT / "awx" / "playbooks", data / "project" / "awx" / "playbooks")
     fleet.inventory_directory(data / "inventory", {
-        "all": {"agent_manage_packages": False}, "hook": {"bpfoom_policy": dict(WEB, name="ee_web")}})
+        "all": {"agent_manage_packages": False}, "hook": {"bpfoom_policy": dict(WEB, name="ee_web")}},
+        only=PLAYBOOK_HOSTS)
     (data / "env").mkdir()
     # hook2: the agent tests' host (hook1 stays free of agent policies for the hook tests).
     (data / "env" / "extravars").write_text(yaml.safe_dump({"bpfoom_hosts": "hook2"}))

@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from fleetlab import common, ee, fleet
+from lab_fleet import PLAYBOOK_HOSTS
 from policytools import run_playbook
 
 pytestmark = pytest.mark.lab
@@ -25,7 +26,8 @@ WEB = yaml.safe_load((DEMO_VARS / "web.yml").read_text())["bpfoom_policy"]
 def test_ansible_navigator_runs_verify_inside_the_execution_environment(lab, tmp_path, monkeypatch):
     tag = ee.image()
     inventory = fleet.inventory_directory(tmp_path / "inventory", {
-        "all": {"agent_manage_packages": False}, "hook": {"bpfoom_policy": dict(WEB, name="nav_web")}})
+        "all": {"agent_manage_packages": False}, "hook": {"bpfoom_policy": dict(WEB, name="nav_web")}},
+        only=PLAYBOOK_HOSTS)
     # hook2 runs its group's policy (rolled out from this checkout): what verify must find.
     process, _results = run_playbook("bpfoom.fleet.rollout", inventory, "-e", "bpfoom_hosts=hook2",
                                      "-e", "bpfoom_canary_smoke=false", results_dir=tmp_path)

@@ -24,6 +24,7 @@ import pytest
 import yaml
 
 from fleetlab import common, fleet, image
+from lab_fleet import PLAYBOOK_HOSTS
 from policytools import build_policy, run_playbook
 
 pytestmark = pytest.mark.lab
@@ -43,7 +44,7 @@ def rollout_lab(lab, tmp_path_factory):
                 "ansible_user": image.SUDO_USER},
         "hook": {"bpfoom_group": "hook", "bpfoom_policy": WEB},
         "nohook": {"bpfoom_group": "nohook", "bpfoom_policy": NOHOOK},
-    })
+    }, only=PLAYBOOK_HOSTS)
     return {"work": work, "inventory": inventory}
 
 

@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from fleetlab import awx, common, fleet
+from lab_fleet import PLAYBOOK_HOSTS
 
 pytestmark = pytest.mark.lab
 
@@ -29,7 +30,8 @@ def test_rollout_job_template_through_ansible_runner(lab, tmp_path):
         "bpfoom_unpatched_hosts": "skip",
     }), launch=True)
     # In AWX the collection comes with the execution environment; here, from this checkout.
-    controller = awx.Controller(yaml.safe_load(fleet.inventory_path().read_text()),
+    inventory = fleet.inventory_directory(tmp_path / "lab-inventory", {}, only=PLAYBOOK_HOSTS) / "hosts.yml"
+    controller = awx.Controller(yaml.safe_load(inventory.read_text()),
                                 {"all": {"agent_manage_packages": False}}, tmp_path,
                                 common.REPO_ROOT / "build" / "collections")
     [job] = controller.run_job(template["name"], extra_vars)

@@ -384,12 +384,13 @@ def test_playbooks_report_a_missing_unit_and_refuse_bad_settings_before_touching
     """Through the playbooks, as an operator runs them: the rollout's task warns that the policy names a unit
     the host lacks, and verify says it again; wrong settings stop the run before any host is touched."""
     from fleetlab import image
+    from lab_fleet import PLAYBOOK_HOSTS
     from policytools import run_playbook
     typo = {"name": "web_typo", "template": "prefer_avoid", "params": {"avoid": {"cgroup": ["ngnix.service"]}}}
     inventory = fleet.inventory_directory(tmp_path / "inventory", {
         "all": {"agent_manage_packages": False, "bpfoom_object_cache": str(policy_cache),
                 "ansible_user": image.SUDO_USER, "bpfoom_canary_smoke": False},
-        "hook": {"bpfoom_group": "hook", "bpfoom_policy": typo}})
+        "hook": {"bpfoom_group": "hook", "bpfoom_policy": typo}}, only=PLAYBOOK_HOSTS)
 
     def playbook(name, **extra_vars):
         process, _results = run_playbook(f"bpfoom.fleet.{name}", inventory, "-e",

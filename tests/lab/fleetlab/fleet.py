@@ -331,19 +331,23 @@ def boot_id(host: dict) -> str:
     return result.stdout.strip()
 
 
-def reboot(name: str, hard: bool = False, timeout: int = 240, kernel_args=None) -> None:
+def reboot(name: str, hard: bool = False, timeout: int = 240, kernel_args=None, boot_files=None) -> None:
     """Reboot one host keeping its disk: through systemd, or (hard) by restarting qemu.
 
-    kernel_args (hard only): what the kernel's command line adds from now on, such as
-    "lockdown=confidentiality"; "" takes it away.
+    Hard only, from now on: kernel_args, what the kernel's command line adds (such as
+    "lockdown=confidentiality"; "" takes it away); boot_files, (vmlinuz, initrd) the host boots
+    instead of its kernel's (what grub would boot after a kernel package's install).
     """
     host = get_host(name)
     start = time.monotonic()
-    if kernel_args is not None:
+    changes = {**({"kernel_args": kernel_args} if kernel_args is not None else {}),
+               **({"bzImage": str(boot_files[0]), "initrd": str(boot_files[1])} if boot_files else {})}
+    if changes:
         if not hard:
-            raise LabError(f"{name}: a new kernel command line needs a hard reboot (qemu passes it)")
+            raise LabError(f"{name}: a new kernel or command line needs a hard reboot (qemu passes them)")
         fleet = load_fleet()
-        fleet["hosts"][name]["kernel_args"] = host["kernel_args"] = kernel_args
+        fleet["hosts"][name].update(changes)
+        host.update(changes)
         _save_fleet(fleet)
     if hard:
         _stop_qemu(host)
@@ -370,10 +374,13 @@ def inventory_path() -> Path:
     return lab_dir() / "inventory.yml"
 
 
-def write_inventory(fleet: dict) -> None:
-    """An Ansible inventory: one group per --group, plus kernel_patched/kernel_unpatched."""
+def write_inventory(fleet: dict, path: Path = None, only: list = None) -> None:
+    """An Ansible inventory (in PATH, the lab's by default): one group per --group, plus kernel_VARIANT; ONLY:
+    just these hosts."""
     groups = {}
     for host in fleet["hosts"].values():
+        if only is not None and host["name"] not in only:
+            continue
         groups.setdefault(host["group"], []).append(host)
         groups.setdefault(f"kernel_{host['kernel']}", []).append(host)
     lines = [
@@ -398,17 +405,17 @@ def write_inventory(fleet: dict) -> None:
                       f"          ansible_port: {host['port']}",
                       f"          lab_kernel: {host['kernel']}",
                       f"          lab_kernel_release: {host['release']}"]
-    inventory_path().write_text("\n".join(lines) + "\n")
+    (path or inventory_path()).write_text("\n".join(lines) + "\n")
 
 
-def inventory_directory(directory: Path, group_vars) -> Path:
+def inventory_directory(directory: Path, group_vars, only: list = None) -> Path:
     """The inventory with group_vars beside it, as operators keep one: a directory.
 
-    group_vars: {group: variables}, or a directory of group_vars files to copy.
+    group_vars: {group: variables}, or a directory of group_vars files to copy. only: just these hosts.
     """
     shutil.rmtree(directory, ignore_errors=True)
     directory.mkdir(parents=True)
-    shutil.copy(inventory_path(), directory / "hosts.yml")
+    write_inventory(load_fleet(), directory / "hosts.yml", only)
     if isinstance(group_vars, dict):
         (directory / "group_vars").mkdir()
         for group, variables in group_vars.items():
