@@ -101,8 +101,17 @@ def test_a_disagreeing_shadow_oom_fires_the_shipped_alert_in_a_real_prometheus(m
     assert api(port, "query", query="bpfoom_policy_desired")["result"][0]["value"][1] == "1"
     assert api(port, "alerts")["alerts"] == []                    # a shadow policy attached as desired: quiet
 
+    def value(query):
+        result = api(port, "query", query=query)["result"]
+        return float(result[0]["value"][1]) if result else None
+    [kills_before] = wait("node_exporter serves the kernel's OOM kill count",           # 0 is an answer too
+                          lambda: [kills] if (kills := value("node_vmstat_oom_kill")) is not None else None)
     outcome = _unpatched.oom(96, SCENARIO)
     assert outcome["victim"] == "hog_a", outcome                  # the kernel's choice, not the policy's hog_b
+    # Kills and invocations apart: one victim is one kill in the kernel's own count, however many runs of the
+    # OOM killer the policy saw while it exited (bpfoom_ooms_total).
+    wait("the kernel's count says one kill", lambda: value("node_vmstat_oom_kill") == kills_before + 1 or None)
+    assert wait("the agent counts the OOM", lambda: value("bpfoom_ooms_total")) >= 1
 
     def firing():
         return [alert for alert in api(port, "alerts")["alerts"]

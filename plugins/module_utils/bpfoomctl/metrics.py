@@ -51,8 +51,9 @@ def metrics_text(view, hook, events_logged, now, reports=(), desired=False):
             "attached (shadow: would have selected).",
             "# TYPE bpfoom_policy_selections_total counter",
             f"bpfoom_policy_selections_total {attached.get('selections') or 0}",
-            "# HELP bpfoom_ooms_total Runs of the OOM killer the attached policy saw since it was attached (one kill "
-            "can come with several while its victim exits).",
+            "# HELP bpfoom_ooms_total Runs of the OOM killer the attached policy saw since it was attached: "
+            "invocations, not kills (one kill can come with several while its victim exits; node_exporter's "
+            "node_vmstat_oom_kill counts kills).",
             "# TYPE bpfoom_ooms_total counter",
             f"bpfoom_ooms_total {attached.get('ooms') or 0}",
         ]
