@@ -130,6 +130,8 @@ molecule: venv collection-link lab-artifacts
 	../tests/lab/check-no-leftovers $(BUILD)/molecule-lab; \
 	if [ $$status -ne 0 ]; then echo "[make] molecule failed at (full log: $(BUILD)/molecule.log):"; \
 		grep -E -A4 '^(fatal|failed):|FAILED!' $(BUILD)/molecule.log | cut -c1-2000 | tail -60 || true; fi; \
+	if grep -n -A3 "DEPRECATION WARNING" $(BUILD)/molecule.log; then echo "[make] molecule: deprecations to fix"; \
+		status=1; fi; \
 	exit $$status
 
 # The AWX execution environment's build context (no container engine here: the image is not built).

@@ -140,6 +140,10 @@ def run_playbook(playbook, inventory, *extra, results_dir, timeout=900, command=
         process = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=timeout, check=False)
     else:
         process = _run_with_fault(argv, env, timeout, *during)
+    # What a newer ansible-core deprecates is fixed, not left to warn: no run of the lab tier may warn of one.
+    deprecated = [line for line in (process.stdout + process.stderr).splitlines() if "DEPRECATION WARNING" in line]
+    assert not deprecated, f"{command} {playbook or ''} on ansible-core {CONTROLLER_CORE or 'of requirements-dev.txt'}:\n" \
+        + "\n".join(deprecated[:10])
     report = json.loads(results.read_text()) if results.exists() else {}
     counts = read_counts(str(executions))
     report.update(_executions=counts["executions"], _ssh_sessions=counts["ssh_sessions"], _renders=counts["renders"])
