@@ -93,34 +93,39 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+ran:
+  description: Whether the smoke test ran (false in check mode, where it provokes nothing).
+  returned: always
+  type: bool
+  sample: true
 victim:
   description: Name of the process the first OOM killed (null if none was killed).
-  returned: unless skipped in check mode
+  returned: unless in check mode
   type: str
   sample: report-gen
 killed:
   description: Every smoke process the kernel killed, sorted.
-  returned: unless skipped in check mode
+  returned: unless in check mode
   type: list
   elements: str
   sample: [report-gen]
 policy_name:
   description: The C(policy_name=) of the kernel's OOM report about the transient cgroup (null if none).
-  returned: unless skipped in check mode
+  returned: unless in check mode
   type: str
   sample: web
 as_expected:
   description: Whether the victim and the policy name are the expected ones (true when nothing was expected).
-  returned: unless skipped in check mode
+  returned: unless in check mode
   type: bool
 report:
   description: The first OOM report's C(invoked oom-killer) line and its C(Killed process) line.
-  returned: unless skipped in check mode
+  returned: unless in check mode
   type: list
   elements: str
 timed_out:
   description: True when no process was killed within O(timeout).
-  returned: unless skipped in check mode
+  returned: unless in check mode
   type: bool
 """
 
@@ -167,7 +172,8 @@ def main():
     processes = module.params["processes"]
     check_processes(module, processes)
     if module.check_mode:
-        module.exit_json(changed=False, skipped=True, msg="check mode: the smoke test provokes an OOM, so it did not run")
+        # Not "skipped": ansible-core 2.22 deprecates modules that say so; the task ran, the test did not.
+        module.exit_json(changed=False, ran=False, msg="check mode: the smoke test provokes an OOM, so it did not run")
     try:
         outcome = oom_smoke.run([(p["name"], p["mib"], p.get("cgroup")) for p in processes],
                                 module.params["limit_mib"], module.params["timeout"])
@@ -188,7 +194,7 @@ def main():
         problems.append(f"the kernel killed {victim or 'nothing'}, the policy should have picked {expected_victim}")
     if expected_name is not None and policy_name != expected_name:
         problems.append(f"the OOM report says policy_name={policy_name}, expected {expected_name}")
-    result = dict(changed=False, victim=victim, killed=outcome["killed"], policy_name=policy_name,
+    result = dict(changed=False, ran=True, victim=victim, killed=outcome["killed"], policy_name=policy_name,
                   as_expected=not problems, report=outcome["reports"][:1] + outcome["kill_lines"][:1],
                   timed_out=outcome["timed_out"], cgroup=outcome["cgroup"])
     if problems:

@@ -27,7 +27,7 @@ def _would_kill(info):
 
 
 def _smoke_cell(smoke, expected):
-    if not isinstance(smoke, dict) or smoke.get("skipped"):
+    if not isinstance(smoke, dict) or smoke.get("skipped") or smoke.get("ran") is False:     # skipped, check mode
         return "-"
     return f"{smoke.get('victim') or 'none'} (expected {expected})"
 

@@ -87,11 +87,11 @@ def boot(deb: Path) -> None:
             boot_files = Path(lab_dir) / "boot"
             boot_files.mkdir()
             for name in (f"vmlinuz-{release}", f"initrd.img-{release}"):
-                subprocess.run(fleet.ssh_command(host, f"cat /boot/{name}"), stdout=open(boot_files / name, "wb"),
-                               check=True)
+                with open(boot_files / name, "wb") as copy:
+                    subprocess.run(fleet.ssh_command(host, f"cat /boot/{name}"), stdout=copy, check=True)
             # The lab boots a kernel from outside the disk: what grub would boot next, handed to qemu.
-            fleet.reboot("pkg1", hard=True, timeout=600, boot_files=(boot_files / f"vmlinuz-{release}",
-                                                                      boot_files / f"initrd.img-{release}"))
+            kernel_files = (boot_files / f"vmlinuz-{release}", boot_files / f"initrd.img-{release}")
+            fleet.reboot("pkg1", hard=True, timeout=600, boot_files=kernel_files)
             running = fleet.run_on(host, "uname -r").stdout.strip()
             hook = fleet.run_on(host, "bpftool btf dump file /sys/kernel/btf/vmlinux | "
                                       "grep -c -E \"'(bpf_oom_evaluate_task|bpf_set_policy_name|set_oom_policy_name)'\"",

@@ -44,7 +44,7 @@ def test_bad_input_is_refused_before_anything_runs(capsys, monkeypatch, processe
 
 def test_check_mode_runs_nothing(capsys, monkeypatch):
     result, calls = run_module(capsys, monkeypatch, {"processes": PROCESSES, "limit_mib": 128, "_ansible_check_mode": True})
-    assert result["skipped"] and not result["changed"] and calls == []
+    assert result["ran"] is False and "skipped" not in result and not result["changed"] and calls == []
 
 
 def test_the_expected_victim_and_name_pass(capsys, monkeypatch):
