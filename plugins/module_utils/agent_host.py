@@ -173,8 +173,18 @@ class AgentHost:
             self.module.fail_json(msg="systemctl not found: the bpfoom agent needs systemd")
         rc, out, err = self.module.run_command([self.systemctl, *args], environ_update=C_LOCALE)
         if check and rc != 0:
-            self.module.fail_json(msg=f"systemctl {' '.join(args)} failed (rc={rc}): {err.strip() or out.strip()}")
+            self.module.fail_json(msg=f"systemctl {' '.join(args)} failed (rc={rc}): {err.strip() or out.strip()}"
+                                      + self._unit_says(args))
         return rc, out.strip()
+
+    def _unit_says(self, args):
+        """Why the unit did not start, in the agent's own words: systemctl only says "see journalctl"."""
+        journalctl = self.module.get_bin_path("journalctl")
+        if args[:1] not in (["start"], ["restart"]) or not journalctl:
+            return ""
+        _rc, out, _err = self.module.run_command([journalctl, "--unit", UNIT, "--boot", "--lines", "4", "--output",
+                                                  "cat", "--no-pager"], environ_update=C_LOCALE)
+        return f"\nthe agent's last words (journalctl -u {UNIT}):\n{out.strip()}" if out.strip() else ""
 
     def plan(self, files):
         """What converging would change: the files that differ (by name), and the service and bpffs steps."""
