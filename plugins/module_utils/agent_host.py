@@ -180,11 +180,20 @@ class AgentHost:
     def _unit_says(self, args):
         """Why the unit did not start, in the agent's own words: systemctl only says "see journalctl"."""
         journalctl = self.module.get_bin_path("journalctl")
-        if args[:1] not in (["start"], ["restart"]) or not journalctl:
+        if args[0] not in ("start", "restart") or not journalctl:
             return ""
-        _rc, out, _err = self.module.run_command([journalctl, "--unit", UNIT, "--boot", "--lines", "4", "--output",
+        _rc, out, _err = self.module.run_command([journalctl, "--unit", UNIT, "--boot", "--lines", "200", "--output",
                                                   "cat", "--no-pager"], environ_update=C_LOCALE)
-        return f"\nthe agent's last words (journalctl -u {UNIT}):\n{out.strip()}" if out.strip() else ""
+        lines = out.strip().splitlines()
+        # bpfoomctl answers a failure with one JSON line ({"failed": true, "msg": ...}); systemd's own lines follow.
+        for line in reversed(lines):
+            try:
+                answer = json.loads(line) if line.startswith("{") else None
+            except ValueError:
+                continue
+            if isinstance(answer, dict) and answer.get("failed") and answer.get("msg"):
+                return f"\nthe agent says (journalctl -u {UNIT}): {answer['msg']}"
+        return f"\nthe agent's last words (journalctl -u {UNIT}):\n" + "\n".join(lines[-4:]) if lines else ""
 
     def plan(self, files):
         """What converging would change: the files that differ (by name), and the service and bpffs steps."""

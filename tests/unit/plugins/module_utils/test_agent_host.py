@@ -183,3 +183,30 @@ def test_each_exit_code_of_the_agent_is_reported_by_its_meaning(monkeypatch, rc,
 def test_libbpf_is_named_as_the_package_manager_names_it(manager, packages):
     assert agent_host.libbpf_packages(manager) == packages
     assert agent_host.libbpf_missing_message(manager).startswith(f"libbpf.so.1 is missing: install {packages[0]} (")
+
+
+def test_a_unit_that_does_not_start_is_reported_in_the_agent_s_words(root):
+    """systemctl says only "see journalctl": the failure names what the agent said there, its JSON answer, above
+    systemd's own lines."""
+    journal = "\n".join([
+        "libbpf: prog 'bpfoom_shadow_candidate': failed to load: -22",
+        '{"failed": true, "rc": 4, "msg": "the kernel\'s verifier rejected policy \'web\' (Invalid argument): '
+        'this kernel is locked down (lockdown=confidentiality, ...)"}',
+        "bpfoom.service: Control process exited, code=exited, status=4/n/a",
+        "bpfoom.service: Failed with result 'exit-code'.",
+        "Failed to start bpfoom.service - bpfoom BPF OOM policy agent.",
+        "bpfoom.service: Consumed 1.400s CPU time."])
+
+    class Failing(FakeModule):
+        def run_command(self, argv, environ_update=None):
+            super().run_command(argv, environ_update)
+            if argv[1] == "start":
+                return 1, "", "Job for bpfoom.service failed because the control process exited with error code."
+            return (0, journal, "") if argv[0] == "/bin/journalctl" else FakeModule.run_command(self, argv)
+
+    with pytest.raises(AssertionError) as failure:
+        converge(Failing(active=False, enabled=False))
+    msg = failure.value.args[0]["msg"]
+    assert msg.startswith("systemctl start bpfoom.service failed (rc=1): Job for bpfoom.service failed")
+    assert msg.endswith("the agent says (journalctl -u bpfoom.service): the kernel's verifier rejected policy 'web' "
+                        "(Invalid argument): this kernel is locked down (lockdown=confidentiality, ...)"), msg
