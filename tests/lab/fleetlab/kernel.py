@@ -10,6 +10,7 @@ distribution configuration, modules and initramfs, installed in the `stock`
 host image (fleetlab.image): the kernels a fleet without the hook really runs.
 """
 
+import functools
 import os
 import re
 import shutil
@@ -75,8 +76,11 @@ def kernel_initrd(variant: str):
     return _stock_boot_file(variant, "initrd.img") if variant in STOCK_KERNELS else None
 
 
+@functools.lru_cache(maxsize=None)
 def stock_package(version: str) -> str:
-    """The newest linux-image package of Debian's VERSION (6.1, 6.12) in this machine's apt lists."""
+    """The newest linux-image package of Debian's VERSION (6.1, 6.12) in this machine's apt lists.
+
+    Asked once per process: every image key, boot file and release of a stock kernel goes through it."""
     for attempt in range(2):
         names = subprocess.run(["apt-cache", "pkgnames", "linux-image-"], capture_output=True, text=True,
                                check=False).stdout.split()
@@ -91,8 +95,9 @@ def stock_package(version: str) -> str:
 
 def _stock_boot_file(variant: str, prefix: str) -> Path:
     from .image import base_image, image_dir  # the stock image holds the kernel's modules: built first
-    base_image(STOCK_IMAGE)
     path = image_dir(STOCK_IMAGE) / "boot" / f"{prefix}-{kernel_release(variant)}"
+    if not path.exists():           # else the image is there: the fleet verifies it once, as it boots it
+        base_image(STOCK_IMAGE)
     if not path.exists():
         raise LabError(f"{path} is missing: the {STOCK_IMAGE} image was built without {variant}'s kernel; "
                        f"remove {image_dir(STOCK_IMAGE)} to rebuild it")
