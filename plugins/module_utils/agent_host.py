@@ -17,6 +17,7 @@ import os
 import shutil
 import tempfile
 
+from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.bpfoom.fleet.plugins.module_utils.bpfoomctl import kernel, libbpf
 from ansible_collections.bpfoom.fleet.plugins.module_utils.bpfoomctl.contract import (
     BPFFS, CATALOG, CATALOG_FILE, COMMAND, HOOK_FUNCTIONS, LIB_DIR, OLD_LAYOUT, PACKAGE_DIR, STATE_DIR, UNIT, UNIT_FILE,
@@ -35,6 +36,35 @@ AGENT_OPTIONS = dict(oom_score_adj=dict(type="int", default=-900), restart_sec=d
                      metrics_file=dict(type="str", default="/var/lib/prometheus/node-exporter/bpfoom.prom"))
 AGENT_SPEC = dict(agent=dict(type="dict", options=AGENT_OPTIONS), agent_files=dict(type="dict"))
 
+
+class PayloadModule(AnsibleModule):
+    """The AnsibleModule of a module that receives the agent's files (and a policy's object) in its arguments: its
+    result's invocation keeps their names and sizes, not their contents. Ansible would send every argument back
+    (about 250 KB a host), and the controller would keep it in each registered result for the rest of the play
+    (300 MB at 1,000 hosts), transform it for every callback, print it with -v and keep it in AWX's job events."""
+
+    def exit_json(self, **kwargs):
+        super().exit_json(**self._with_invocation(kwargs))
+
+    def fail_json(self, msg, **kwargs):
+        super().fail_json(msg, **self._with_invocation(kwargs))
+
+    def _with_invocation(self, kwargs):
+        return dict(kwargs, invocation={"module_args": without_payload(self.params)})
+
+
+def without_payload(params):
+    """The module's arguments with the agent's files, the policy's object and its manifest as their sizes (the
+    manifest is in the controller's build result, which names the policy by the same hash)."""
+    kept = dict(params)
+    if isinstance(kept.get("agent_files"), dict):
+        kept["agent_files"] = {name: f"({len(content)} characters of base64, left out)"
+                               for name, content in kept["agent_files"].items()}
+    if isinstance(kept.get("policy_object"), str):
+        kept["policy_object"] = f"({len(kept['policy_object'])} characters of base64, left out)"
+    if isinstance(kept.get("manifest"), dict):
+        kept["manifest"] = f"(policy {str(kept['manifest'].get('hash'))[:12]}'s manifest, left out)"
+    return kept
 
 def install_path(name):
     """Where an agent file goes, and with which mode (root-owned)."""

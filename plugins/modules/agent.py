@@ -92,14 +92,13 @@ libbpf_packages:
   sample: [libbpf1]
 """
 
-from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.bpfoom.fleet.plugins.module_utils.agent_host import (
-    AGENT_SPEC, AgentHost, decode_files, libbpf_missing_message, libbpf_packages, libbpf_version, package_manager,
-    text_diffs)
+    AGENT_SPEC, AgentHost, PayloadModule, decode_files, libbpf_missing_message, libbpf_packages, libbpf_version,
+    package_manager, text_diffs)
 
 
 def main():
-    module = AnsibleModule(argument_spec=AGENT_SPEC, supports_check_mode=True)
+    module = PayloadModule(argument_spec=AGENT_SPEC, supports_check_mode=True)
     manager = package_manager()
     result = dict(changed=False, files_changed=[], files_removed=[], agent={}, libbpf_missing=False,
                   package_manager=manager, libbpf_packages=libbpf_packages(manager))

@@ -284,10 +284,9 @@ import json
 import os
 import shutil
 
-from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.bpfoom.fleet.plugins.module_utils.agent_host import (
-    AGENT_SPEC, AgentHost, agent_installed, decode_files, host_facts, libbpf_missing_message, missing_hook_message,
-    libbpf_packages, package_manager, policy_identity, run_bpfoomctl, text_diffs)
+    AGENT_SPEC, AgentHost, PayloadModule, agent_installed, decode_files, host_facts, libbpf_missing_message,
+    missing_hook_message, libbpf_packages, package_manager, policy_identity, run_bpfoomctl, text_diffs)
 from ansible_collections.bpfoom.fleet.plugins.module_utils.bpfoomctl.contract import INCOMING_DIR, STATE_DIR
 from ansible_collections.bpfoom.fleet.plugins.module_utils.host_mode import UNPATCHED_CHOICES, mode_on_host
 
@@ -471,7 +470,7 @@ class PolicyRun:
 
 
 def main():
-    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True,
+    module = PayloadModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True,
                            mutually_exclusive=[("manifest", "rollback_from")],
                            required_if=[("state", "present", ("manifest", "rollback_from"), True)])
     run = PolicyRun(module)

@@ -94,22 +94,7 @@ def run_with_agent(action, task_vars, module_name, args):
         raise AnsibleActionFail(f"{host}: {error.message}") from None
     args["agent_files"] = agent_files(task_vars, args["agent"])
     result = action._execute_module(module_name=module_name, module_args=args, task_vars=task_vars)
-    return host_named(host, without_payload(result))
-
-
-def without_payload(result):
-    """The result without the contents of the agent's files and of the policy's object in its invocation (their
-    names and sizes stay): about 230 KB a host that every registered result kept for the rest of the play
-    (300 MB of the controller at 1,000 hosts), that -v printed and that AWX would keep in each host's job event."""
-    module_args = result.get("invocation", {}).get("module_args")
-    if not isinstance(module_args, dict):
-        return result
-    if isinstance(module_args.get("agent_files"), dict):
-        module_args["agent_files"] = {name: f"({len(content)} characters of base64, left out)"
-                                      for name, content in module_args["agent_files"].items()}
-    if isinstance(module_args.get("policy_object"), str):
-        module_args["policy_object"] = f"({len(module_args['policy_object'])} characters of base64, left out)"
-    return result
+    return host_named(host, result)
 
 
 def host_named(host, result):

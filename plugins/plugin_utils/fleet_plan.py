@@ -1,8 +1,14 @@
 # Copyright: bpfoom.fleet contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Which policy each host runs and because of which group (group_policy), the fleet's plan with each distinct
-policy once (fleet_plan), and the hosts of each stage of a staged rollout (fleet_stage): the filters
-bpfoom.fleet.group_policy (plugins/filter/group_policy.py), fleet_plan and fleet_stage (plugins/filter/fleet.py)."""
+policy once (fleet_plan), the hosts of each stage of a staged rollout (fleet_stage), and what each host of a
+rollout's stage is applied (rollout_stage): the filters bpfoom.fleet.group_policy (plugins/filter/group_policy.py),
+fleet_plan, fleet_stage and rollout_stage (plugins/filter/fleet.py).
+
+Everything a host needs is worked out here, once for the fleet, so that a rollout's host costs the controller
+one small template, not one per argument: each host's task runs in a fresh worker of the controller, which
+compiles again every Jinja expression it meets (18 of them cost a host of a rollout half its controller time).
+"""
 
 from __future__ import annotations
 
@@ -14,6 +20,12 @@ from collections.abc import Mapping
 import yaml
 
 from ansible.errors import AnsibleFilterError
+from ansible.module_utils.parsing.convert_bool import boolean
+
+# The host variables of the agent role (roles/agent/defaults/main.yml) that shape a host's apply, by the apply's
+# argument: the agent's options, and how libbpf is installed where it is missing.
+AGENT_VARIABLES = {"oom_score_adj": "agent_oom_score_adj", "restart_sec": "agent_restart_sec",
+                   "metrics_file": "agent_metrics_file"}
 
 
 def _policy_map(group_policies):
@@ -61,12 +73,13 @@ def _plain(value):
 def fleet_plan(hosts, hostvars, group_policies=None):
     """Which policy every host runs, and each distinct policy once, in one pass on the controller.
 
-    {"hosts": {host: {"group": g, "policy": index or None}}, "policies": [policy, ...],
-     "without_policy": [host, ...]}: the build runs once per entry of "policies",
-    and each host finds its build by its index, whatever the number of hosts.
+    {"hosts": {host: {"group": g, "policy": index or None, "agent": index}}, "policies": [policy, ...],
+     "agents": [agent settings, ...], "without_policy": [host, ...]}: the build runs once per entry of
+    "policies", and each host finds its build by its index, whatever the number of hosts; its agent settings
+    (the agent role's variables, host_agent) likewise, each distinct one kept once.
     """
-    plan = {"hosts": {}, "policies": [], "without_policy": []}
-    seen = {}
+    plan = {"hosts": {}, "policies": [], "agents": [], "without_policy": []}
+    seen, agents = {}, {}
     group_policies = _policy_map(group_policies)         # survey text parsed once, not once per host
     for host in hosts:
         variables = hostvars[host]
@@ -85,8 +98,22 @@ def fleet_plan(hosts, hostvars, group_policies=None):
                 seen[key] = len(plan["policies"])
                 plan["policies"].append(policy)
             index = seen[key]
-        plan["hosts"][host] = {"group": wanted["group"], "policy": index}
+        agent = host_agent(host, variables)
+        agent_index = agents.setdefault(json.dumps(agent, sort_keys=True), len(plan["agents"]))
+        if agent_index == len(plan["agents"]):
+            plan["agents"].append(agent)
+        plan["hosts"][host] = {"group": wanted["group"], "policy": index, "agent": agent_index}
     return plan
+
+
+def host_agent(host, variables):
+    """A host's agent settings, from the agent role's variables (None where unset: the agent's defaults)."""
+    try:
+        return {"agent": {option: _plain(variables.get(name)) for option, name in AGENT_VARIABLES.items()},
+                "install_libbpf": boolean(_plain(variables.get("agent_manage_packages", True))),
+                "libbpf_packages": _plain(variables.get("agent_packages")) or None}
+    except TypeError as error:
+        raise AnsibleFilterError(f"{host}: agent_manage_packages: {error}") from None
 
 
 STAGES = ("all", "canary", "wave", "rest")
@@ -118,3 +145,51 @@ def fleet_stage(plan, stage="all", wave_percent=10, done=()):
     else:
         taken = set(planned)
     return [host for host in planned if host in taken]
+
+
+def rollout_stage(plan, builds, stage="all", wave_percent=10, done=(), canary_smoke=True, check_mode=False,
+                  unpatched="fail", proven=None):
+    """The hosts of a rollout's stage, its canaries, and the arguments of each host's apply (bpfoom.fleet.policy).
+
+    {"hosts": [...], "canaries": [...], "apply_args": [arguments, ...], "apply_of": {host: index}}: hosts with
+    the same policy and agent settings share one entry of apply_args (a canary has its own: its smoke test).
+    builds: the results of bpfoom.fleet.policy_build, one per entry of the plan's policies. done: the hosts the
+    workflow's earlier stages took (read by wave and rest). A canary smoke-tests its policy after its apply,
+    unless canary_smoke is false or in check mode; a canary whose policy has no smoke section is refused.
+    unpatched and proven: the apply's own arguments (what a host without the hook does; the policies the
+    workflow's canary proved, None outside a workflow's wave and rest).
+    """
+    hosts = fleet_stage(plan, stage, wave_percent, done if stage in ("wave", "rest") else ())
+    # A workflow's canary node smoke-tests every host it takes (one per policy); a whole rollout, its first host.
+    canaries = hosts if stage == "canary" else hosts[:1] if stage == "all" else []
+    if canary_smoke:
+        for host in canaries:
+            policy = plan["policies"][plan["hosts"][host]["policy"]]
+            if "smoke" not in policy:
+                raise AnsibleFilterError(
+                    f"{host} is a canary and its policy {policy.get('name')} has no smoke section to prove it: add "
+                    "one (docs/docsite/rst/operations.rst) or set bpfoom_canary_smoke=false")
+    smoked = set(canaries) if canary_smoke and not check_mode else set()
+    stage_plan = {"hosts": hosts, "canaries": canaries, "apply_args": [], "apply_of": {}}
+    seen = {}
+    for host in hosts:
+        entry = plan["hosts"][host]
+        key = (entry["policy"], entry["agent"], host if host in smoked else None)
+        if key not in seen:
+            seen[key] = len(stage_plan["apply_args"])
+            stage_plan["apply_args"].append(_apply_args(plan, builds, entry, host in smoked, unpatched, proven))
+        stage_plan["apply_of"][host] = seen[key]
+    return stage_plan
+
+
+def _apply_args(plan, builds, entry, smoke, unpatched, proven):
+    policy, agent = plan["policies"][entry["policy"]], plan["agents"][entry["agent"]]
+    args = {"build": builds[entry["policy"]], "mode": policy.get("mode", "enforce"), "unpatched": unpatched,
+            "install_libbpf": agent["install_libbpf"], "agent": agent["agent"]}
+    if agent["libbpf_packages"]:
+        args["libbpf_packages"] = agent["libbpf_packages"]
+    if proven is not None:
+        args["proven_policies"] = proven
+    if smoke:
+        args["smoke"] = policy["smoke"]
+    return args

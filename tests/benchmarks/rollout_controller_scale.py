@@ -15,7 +15,11 @@ the growth of wall time beside the growth of the fleet.
 --mode replay: the controller alone. The connection tests/benchmarks/connection_plugins/replay.py
   answers every module execution at once with the answer this machine gave, recorded once at the start
   (a rollout, a verify and a rollback of 4 hosts through the same connection, which also fill the object
-  cache in both modes): no module runs, for ping neither.
+  cache in both modes; each playbook replays its own recording, as the rollout's and the rollback's
+  bpfoom.fleet.policy answer differently): no module runs, for ping neither.
+
+CPU seconds (the process and its workers) beside wall time: the controller's work, whatever else loads
+the machine.
 
 Targets (issue 25): the rollout at 1,000 hosts at most 1.5x ping, verify at most 1.2x; from 1,000 to
 5,000 hosts (and 10,000 in replay mode) wall time growing within 1.1x of the host ratio; peak RSS
@@ -61,20 +65,22 @@ def write_inventory(work: Path, hosts: int, connection: str) -> Path:
 
 
 def measured(argv: list, env: dict) -> tuple:
-    """(wall seconds, peak RSS in MB of the largest process, returncode, output) of one command."""
+    """(wall seconds, peak RSS in MB of the largest process, returncode, CPU seconds of the process and its
+    workers) of one command. CPU seconds are what the controller spent, whatever else loads the machine."""
     probe = ("import resource, subprocess, sys, time; start = time.monotonic(); "
              "rc = subprocess.run(sys.argv[1:], stdout=subprocess.PIPE, stderr=subprocess.STDOUT).returncode; "
-             "wall = time.monotonic() - start; "
-             "print(wall, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, rc)")
+             "wall = time.monotonic() - start; usage = resource.getrusage(resource.RUSAGE_CHILDREN); "
+             "print(wall, usage.ru_maxrss, rc, usage.ru_utime + usage.ru_stime)")
     process = subprocess.run([sys.executable, "-c", probe, *argv], capture_output=True, text=True, env=env,
                              check=False)
-    wall, rss_kb, rc = process.stdout.split()[-3:]
-    return float(wall), int(rss_kb) / 1024, int(rc)
+    wall, rss_kb, rc, cpu = process.stdout.split()[-4:]
+    return float(wall), int(rss_kb) / 1024, int(rc), float(cpu)
 
 
-def run_env(work: Path, mode: str) -> dict:
+def run_env(work: Path, run: str) -> dict:
+    """The environment of a run of RUN (a playbook's name, or ping), replaying its own recording."""
     env = dict(os.environ, ANSIBLE_PIPELINING="1", ANSIBLE_HOST_KEY_CHECKING="0", ANSIBLE_FORCE_COLOR="0",
-               ANSIBLE_CONNECTION_PLUGINS=str(CONNECTIONS), BPFOOM_REPLAY_FILE=str(work / "recorded.json"),
+               ANSIBLE_CONNECTION_PLUGINS=str(CONNECTIONS), BPFOOM_REPLAY_FILE=str(work / f"recorded-{run}.json"),
                BPFOOM_REPLAY_MODE="replay")
     env.pop("ANSIBLE_CALLBACKS_ENABLED", None)
     return env
@@ -88,12 +94,14 @@ def playbook_argv(name: str, inventory: Path, forks: int) -> list:
 def record(work: Path, forks: int) -> None:
     """This machine's answers to every module the playbooks run, through the replay connection (record)."""
     inventory = write_inventory(work, 4, "replay")
-    env = dict(run_env(work, "replay"), BPFOOM_REPLAY_MODE="record")
-    outputs = {name: subprocess.run(playbook_argv(name, inventory, forks), env=env, capture_output=True, text=True,
-                                    check=False).stdout for name in ("rollout", "verify", "rollback")}
-    subprocess.run(["ansible", "-i", str(inventory), "all", "-m", "ansible.builtin.ping"], env=env,
-                   capture_output=True, check=True)
-    recorded = json.loads((work / "recorded.json").read_text())
+    outputs = {name: subprocess.run(playbook_argv(name, inventory, forks), capture_output=True, text=True,
+                                    env=dict(run_env(work, name), BPFOOM_REPLAY_MODE="record"), check=False).stdout
+               for name in ("rollout", "verify", "rollback")}
+    subprocess.run(["ansible", "-i", str(inventory), "all", "-m", "ansible.builtin.ping"],
+                   env=dict(run_env(work, "ping"), BPFOOM_REPLAY_MODE="record"), capture_output=True, check=True)
+    recorded = {}
+    for name in ("rollout", "verify", "rollback", "ping"):
+        recorded.update(json.loads((work / f"recorded-{name}.json").read_text()))
     missing = sorted(set(RECORDED) - set(recorded))
     if missing:     # replay would run them for real, and the figures would not be the controller's alone
         raise SystemExit(f"nothing recorded for {', '.join(missing)}; the recording runs ended with:\n"
@@ -114,25 +122,28 @@ def main() -> int:
         work = Path(scratch)
         connection = "replay" if args.mode == "replay" else "local"
         record(work, args.forks)      # also compiles the policies once: the figures are a warm cache's
-        env = run_env(work, args.mode)
         figures = {}
         for hosts in args.hosts:
             inventory = write_inventory(work, hosts, connection)
             ping = measured(["ansible", "-i", str(inventory), "-f", str(args.forks), "all",
-                             "-m", "ansible.builtin.ping"], env)
+                             "-m", "ansible.builtin.ping"], run_env(work, "ping"))
             figures[hosts] = {"ping": ping}
-            print(f"{hosts:6} hosts ({args.mode}): ping {ping[0]:7.1f} s, {ping[1]:5.0f} MB", flush=True)
+            print(f"{hosts:6} hosts ({args.mode}): ping {ping[0]:7.1f} s, {ping[1]:5.0f} MB, "
+                  f"{ping[3]:7.1f} s CPU", flush=True)
             for name in args.playbooks:
-                figures[hosts][name] = measured(playbook_argv(name, inventory, args.forks), env)
-                wall, rss, rc = figures[hosts][name]
+                figures[hosts][name] = measured(playbook_argv(name, inventory, args.forks), run_env(work, name))
+                wall, rss, rc, cpu = figures[hosts][name]
                 print(f"{hosts:6} hosts ({args.mode}): {name:8} {wall:7.1f} s, {rss:5.0f} MB, rc {rc}, "
-                      f"ratio to ping {wall / ping[0]:.2f}, {wall / hosts * 1000:.1f} ms per host", flush=True)
+                      f"ratio to ping {wall / ping[0]:.2f}, {wall / hosts * 1000:.1f} ms per host; "
+                      f"{cpu:7.1f} s CPU, {cpu / ping[3]:.2f} of ping's", flush=True)
         sizes = sorted(figures)
         for smaller, larger in zip(sizes, sizes[1:]):
             for name in ("ping", *args.playbooks):
                 growth = figures[larger][name][0] / figures[smaller][name][0]
+                cpu_growth = figures[larger][name][3] / figures[smaller][name][3]
                 print(f"{smaller} -> {larger} hosts (x{larger / smaller:.1f}): {name} wall x{growth:.2f}, "
-                      f"{growth / (larger / smaller):.2f} of the host ratio")
+                      f"{growth / (larger / smaller):.2f} of the host ratio; CPU x{cpu_growth:.2f}, "
+                      f"{cpu_growth / (larger / smaller):.2f} of it")
     return 0
 
 

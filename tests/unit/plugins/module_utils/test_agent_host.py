@@ -210,3 +210,14 @@ def test_a_unit_that_does_not_start_is_reported_in_the_agent_s_words(root):
     assert msg.startswith("systemctl start bpfoom.service failed (rc=1): Job for bpfoom.service failed")
     assert msg.endswith("the agent says (journalctl -u bpfoom.service): the kernel's verifier rejected policy 'web' "
                         "(Invalid argument): this kernel is locked down (lockdown=confidentiality, ...)"), msg
+
+
+def test_a_result_keeps_the_names_of_the_payload_not_its_contents():
+    params = {"mode": "enforce", "policy_object": "QUJD" * 100, "manifest": {"hash": "ab" * 32, "name": "web"},
+              "agent_files": {"bpfoomctl/cli.py": "eA==" * 50}}
+    assert agent_host.without_payload(params) == {
+        "mode": "enforce", "policy_object": "(400 characters of base64, left out)",
+        "manifest": "(policy abababababab's manifest, left out)",
+        "agent_files": {"bpfoomctl/cli.py": "(200 characters of base64, left out)"}}
+    assert agent_host.without_payload({"rollback_from": "ab", "agent_files": None}) == {"rollback_from": "ab",
+                                                                                        "agent_files": None}

@@ -4,7 +4,7 @@ import pytest
 
 from ansible.errors import AnsibleFilterError
 from ansible_collections.bpfoom.fleet.plugins.filter.aligned_table import aligned_table
-from ansible_collections.bpfoom.fleet.plugins.plugin_utils.fleet_plan import fleet_plan, fleet_stage, group_policy
+from ansible_collections.bpfoom.fleet.plugins.plugin_utils.fleet_plan import fleet_plan, fleet_stage, group_policy, rollout_stage
 
 WEB = {"name": "web", "template": "prefer_avoid"}
 DB = {"name": "db", "template": "cgroup_priority"}
@@ -46,9 +46,27 @@ def test_fleet_plan_lists_each_distinct_policy_once():
     hostvars.update({"db1": {"group_names": ["db"], "bpfoom_policy": db}, "stray": {"group_names": []}})
     plan = fleet_plan(list(hostvars), hostvars, {"db": db})
     assert plan["policies"] == [web, db]
-    assert plan["hosts"]["web7"] == {"group": "web", "policy": 0}
-    assert plan["hosts"]["db1"] == {"group": "db", "policy": 1}
+    assert plan["hosts"]["web7"] == {"group": "web", "policy": 0, "agent": 0}
+    assert plan["hosts"]["db1"] == {"group": "db", "policy": 1, "agent": 0}
     assert plan["without_policy"] == ["stray"] and plan["hosts"]["stray"]["policy"] is None
+
+
+def test_fleet_plan_keeps_each_distinct_agent_setting_once():
+    hostvars = {f"web{i}": {"group_names": ["web"], "bpfoom_policy": WEB} for i in range(1, 4)}
+    hostvars["web3"].update(agent_oom_score_adj=-500, agent_manage_packages="no", agent_packages=["libbpf"])
+    plan = fleet_plan(list(hostvars), hostvars)
+    assert [plan["hosts"][host]["agent"] for host in hostvars] == [0, 0, 1]
+    assert plan["agents"] == [
+        {"agent": {"oom_score_adj": None, "restart_sec": None, "metrics_file": None}, "install_libbpf": True,
+         "libbpf_packages": None},
+        {"agent": {"oom_score_adj": -500, "restart_sec": None, "metrics_file": None}, "install_libbpf": False,
+         "libbpf_packages": ["libbpf"]}]
+
+
+def test_fleet_plan_names_the_host_whose_agent_manage_packages_is_no_boolean():
+    hostvars = {"web1": {"group_names": ["web"], "bpfoom_policy": WEB, "agent_manage_packages": "sometimes"}}
+    with pytest.raises(AnsibleFilterError, match="^web1: agent_manage_packages"):
+        fleet_plan(list(hostvars), hostvars)
 
 
 def test_aligned_table_fits_the_widest_cell():
@@ -101,3 +119,47 @@ def test_the_stages_of_a_workflow_cover_each_planned_host_once():
 def test_an_unknown_stage_is_refused():
     with pytest.raises(AnsibleFilterError, match="bpfoom_stage must be one of all, canary, wave, rest"):
         fleet_stage(FLEET, "waves")
+
+
+SMOKED = {"name": "web", "template": "prefer_avoid", "smoke": {"processes": [], "expect_victim": "x", "limit_mib": 64}}
+BUILDS = [{"policy_name": "web", "policy_hash": "aa"}, {"policy_name": "db", "policy_hash": "bb"}]
+
+
+def _stage_plan():
+    hostvars = {f"web{i}": {"group_names": ["web"], "bpfoom_policy": SMOKED} for i in range(1, 4)}
+    hostvars.update({"db1": {"group_names": ["db"], "bpfoom_policy": dict(DB, mode="shadow")},
+                     "db2": {"group_names": ["db"], "bpfoom_policy": dict(DB, mode="shadow"), "agent_restart_sec": 9}})
+    return fleet_plan(list(hostvars), hostvars)
+
+
+def test_a_rollout_stage_shares_each_distinct_apply_and_gives_the_canary_its_smoke_test():
+    stage = rollout_stage(_stage_plan(), BUILDS, unpatched="shadow")
+    assert stage["hosts"] == ["web1", "web2", "web3", "db1", "db2"] and stage["canaries"] == ["web1"]
+    args = [stage["apply_args"][stage["apply_of"][host]] for host in stage["hosts"]]
+    assert args[0]["smoke"] == SMOKED["smoke"] and "smoke" not in args[1]
+    assert args[1] is args[2] and len(stage["apply_args"]) == 4       # web1 (smoke), web2-3, db1, db2 (its agent)
+    assert args[3] == {"build": BUILDS[1], "mode": "shadow", "unpatched": "shadow", "install_libbpf": True,
+                       "agent": {"oom_score_adj": None, "restart_sec": None, "metrics_file": None}}
+    assert args[4]["agent"]["restart_sec"] == 9
+
+
+def test_a_rollout_stage_in_check_mode_or_without_canary_smoke_runs_no_smoke_test():
+    for stage in (rollout_stage(_stage_plan(), BUILDS, check_mode=True),
+                  rollout_stage(_stage_plan(), BUILDS, canary_smoke=False)):
+        assert stage["canaries"] == ["web1"]
+        assert not any("smoke" in args for args in stage["apply_args"])
+
+
+def test_a_workflow_stage_smoke_tests_every_canary_and_passes_what_its_canary_proved():
+    canary = rollout_stage(_stage_plan(), BUILDS, "canary", canary_smoke=False)
+    assert canary["hosts"] == canary["canaries"] == ["web1", "db1"]
+    rest = rollout_stage(_stage_plan(), BUILDS, "rest", done=["web1", "db1"], proven={"aa": "web"})
+    assert rest["hosts"] == ["web2", "web3", "db2"] and rest["canaries"] == []
+    assert all(args["proven_policies"] == {"aa": "web"} for args in rest["apply_args"])
+    # done is what the earlier stages took: it means nothing to a whole rollout.
+    assert rollout_stage(_stage_plan(), BUILDS, "all", done=["web1"])["hosts"][0] == "web1"
+
+
+def test_a_canary_whose_policy_has_no_smoke_section_is_refused():
+    with pytest.raises(AnsibleFilterError, match="^db1 is a canary and its policy db has no smoke section"):
+        rollout_stage(_stage_plan(), BUILDS, "canary")
