@@ -25,6 +25,14 @@ description:
 author:
   - bpfoom.fleet maintainers (@bpfoom)
 options:
+  arguments_from:
+    description:
+      - The name of a variable holding every host's arguments, as P(bpfoom.fleet.rollout_stage#filter) returns them
+        (C(apply_args), and each host's index in C(apply_of)); the task's own arguments are merged over this host's.
+      - The action plugin reads the variable as it is, untemplated, so a host costs the same whatever the size of
+        the fleet (the rollout playbook's apply).
+    type: str
+    version_added: 0.2.0
   build:
     description:
       - The registered result of M(bpfoom.fleet.policy_build) (its C(manifest) and C(object)).
@@ -292,6 +300,7 @@ from ansible_collections.bpfoom.fleet.plugins.module_utils.host_mode import UNPA
 
 ARGUMENT_SPEC = dict(
     AGENT_SPEC,
+    arguments_from=dict(type="str"),
     build=dict(type="dict"),
     proven_policies=dict(type="dict"),
     install_libbpf=dict(type="bool", default=False),

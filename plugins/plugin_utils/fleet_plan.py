@@ -6,8 +6,10 @@ rollout's stage is applied (rollout_stage): the filters bpfoom.fleet.group_polic
 fleet_plan, fleet_stage and rollout_stage (plugins/filter/fleet.py).
 
 Everything a host needs is worked out here, once for the fleet, so that a rollout's host costs the controller
-one small template, not one per argument: each host's task runs in a fresh worker of the controller, which
-compiles again every Jinja expression it meets (18 of them cost a host of a rollout half its controller time).
+no template for its arguments: each host's task runs in a fresh worker of the controller, which compiles again
+every Jinja expression it meets (18 of them cost a host of a rollout half its controller time), and a template
+that indexes a dictionary of the fleet's hosts copies it (bpfoom.fleet.policy's arguments_from reads the plan
+as it is instead).
 """
 
 from __future__ import annotations
