@@ -68,3 +68,16 @@ def check(settings: dict) -> dict:
     if unpatched is not None and unpatched not in ("fail", "skip", "shadow"):
         raise SettingError(f"bpfoom_unpatched_hosts is {unpatched!r}: give fail, skip or shadow")
     return checked
+
+
+REPORT_CALLBACK = "bpfoom.fleet.rollout_report"
+
+
+def warnings(settings: dict) -> list:
+    """What the settings given allow but an operator should know: an interrupted rollout ends without its report
+    when the callback that prints it then is not enabled (callbacks_enabled: the controller's CALLBACKS_ENABLED)."""
+    enabled = settings.get("callbacks_enabled")
+    if enabled is None or REPORT_CALLBACK in enabled:
+        return []
+    return [f"The callback {REPORT_CALLBACK} is not enabled: if this rollout is interrupted (Ctrl-C), it ends without "
+            "its report. Add it to callbacks_enabled in ansible.cfg (or ANSIBLE_CALLBACKS_ENABLED)."]

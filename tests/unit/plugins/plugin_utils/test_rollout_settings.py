@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from ansible_collections.bpfoom.fleet.plugins.plugin_utils import rollout_settings
 from ansible_collections.bpfoom.fleet.plugins.plugin_utils.rollout_settings import SettingError, check
 
 
@@ -42,3 +43,10 @@ def test_a_rollback_hash_has_policy_infos_form(value):
 def test_unpatched_hosts_is_one_of_three():
     with pytest.raises(SettingError, match="^bpfoom_unpatched_hosts is 'ignore': give fail, skip or shadow$"):
         check({"unpatched_hosts": "ignore"})
+
+
+def test_a_rollout_without_its_report_callback_is_warned_about():
+    assert rollout_settings.warnings({"callbacks_enabled": ["bpfoom.fleet.rollout_report", "profile_tasks"]}) == []
+    assert rollout_settings.warnings({}) == []           # the rollback: no callback to ask for
+    [warning] = rollout_settings.warnings({"callbacks_enabled": []})
+    assert warning.startswith("The callback bpfoom.fleet.rollout_report is not enabled: if this rollout is interrupted")
