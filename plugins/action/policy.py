@@ -96,7 +96,8 @@ class ActionModule(ActionBase):
             return dict(plan["apply_args"][plan["apply_of"][host]])
         except (KeyError, IndexError, TypeError):
             raise AnsibleActionFail(f"{host}: arguments_from={name}: that variable holds no arguments for this host "
-                                    "(it is the plan bpfoom.fleet.rollout_stage returns, with this host in its stage)")
+                                    "(give a plan bpfoom.fleet.rollout_stage or rollback_stage returns, with this host "
+                                    "in it)")
 
     def _install(self, host, package_manager, names, task_vars):
         """Install libbpf as ansible.builtin.package would with use=<the host's package manager>."""

@@ -2,8 +2,8 @@
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Which policy each host runs and because of which group (group_policy), the fleet's plan with each distinct
 policy once (fleet_plan), the hosts of each stage of a staged rollout (fleet_stage), and what each host of a
-rollout's stage is applied (rollout_stage): the filters bpfoom.fleet.group_policy (plugins/filter/group_policy.py),
-fleet_plan, fleet_stage and rollout_stage (plugins/filter/fleet.py).
+rollout's stage is applied (rollout_stage) or of a rollback (rollback_stage): the filters bpfoom.fleet.group_policy
+(plugins/filter/group_policy.py), fleet_plan, fleet_stage, rollout_stage and rollback_stage (plugins/filter/fleet.py).
 
 Everything a host needs is worked out here, once for the fleet, so that a rollout's host costs the controller
 no template for its arguments: each host's task runs in a fresh worker of the controller, which compiles again
@@ -195,3 +195,20 @@ def _apply_args(plan, builds, entry, smoke, unpatched, proven):
     if smoke:
         args["smoke"] = policy["smoke"]
     return args
+
+
+def rollback_stage(plan, builds, hosts, rollback_from=None):
+    """Each host's arguments of a rollback (bpfoom.fleet.policy's rollback_from), in rollout_stage's shape
+    (apply_args, and each host's index in apply_of): the policy a host leaves is its group's current one (the hash
+    of its policy's build), or rollback_from for every host. A host without a policy in the plan leaves nothing
+    it was given: it is left out, and the apply names it."""
+    if rollback_from:
+        return {"apply_args": [{"rollback_from": rollback_from, "unpatched": "skip"}],
+                "apply_of": {host: 0 for host in hosts}}
+    apply_of = {}
+    for host in hosts:
+        policy = ((plan or {}).get("hosts") or {}).get(host, {}).get("policy")
+        if policy is not None:
+            apply_of[host] = policy
+    return {"apply_args": [{"rollback_from": build["policy_hash"], "unpatched": "skip"} for build in builds],
+            "apply_of": apply_of}

@@ -4,7 +4,8 @@ import pytest
 
 from ansible.errors import AnsibleFilterError
 from ansible_collections.bpfoom.fleet.plugins.filter.aligned_table import aligned_table
-from ansible_collections.bpfoom.fleet.plugins.plugin_utils.fleet_plan import fleet_plan, fleet_stage, group_policy, rollout_stage
+from ansible_collections.bpfoom.fleet.plugins.plugin_utils.fleet_plan import (
+    fleet_plan, fleet_stage, group_policy, rollback_stage, rollout_stage)
 
 WEB = {"name": "web", "template": "prefer_avoid"}
 DB = {"name": "db", "template": "cgroup_priority"}
@@ -163,3 +164,14 @@ def test_a_workflow_stage_smoke_tests_every_canary_and_passes_what_its_canary_pr
 def test_a_canary_whose_policy_has_no_smoke_section_is_refused():
     with pytest.raises(AnsibleFilterError, match="^db1 is a canary and its policy db has no smoke section"):
         rollout_stage(_stage_plan(), BUILDS, "canary")
+
+
+def test_a_rollback_leaves_each_hosts_current_policy_or_the_one_named():
+    plan = _stage_plan()
+    leaves = rollback_stage(plan, BUILDS, ["web1", "db2", "stray"])
+    assert leaves["apply_args"] == [{"rollback_from": "aa", "unpatched": "skip"},
+                                    {"rollback_from": "bb", "unpatched": "skip"}]
+    assert leaves["apply_of"] == {"web1": 0, "db2": 1}          # stray has no policy: the apply names it
+    named = rollback_stage({}, [], ["web1", "db2"], "cc" * 32)
+    assert named == {"apply_args": [{"rollback_from": "cc" * 32, "unpatched": "skip"}],
+                     "apply_of": {"web1": 0, "db2": 0}}
