@@ -66,6 +66,7 @@ def without_payload(params):
         kept["manifest"] = f"(policy {str(kept['manifest'].get('hash'))[:12]}'s manifest, left out)"
     return kept
 
+
 def install_path(name):
     """Where an agent file goes, and with which mode (root-owned)."""
     if name == SHIM:
