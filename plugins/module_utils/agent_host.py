@@ -30,6 +30,9 @@ DIRECTORIES = ((LIB_DIR, 0o755), (PACKAGE_DIR, 0o755), (STATE_DIR, 0o700))
 PACKAGE_MANAGERS = (("apt", "/usr/bin/apt-get"), ("dnf", "/usr/bin/dnf"), ("yum", "/usr/bin/yum"),
                     ("zypper", "/usr/bin/zypper"))
 C_LOCALE = {"LANG": "C", "LC_ALL": "C"}
+# The unit file states for which systemctl is-enabled succeeds, and the active states for which is-active does.
+ENABLED_STATES = ("enabled", "enabled-runtime", "static", "indirect", "generated", "transient", "alias")
+ACTIVE_STATES = ("active", "reloading")
 # The agent's options (the role's agent_* variables without the prefix; roles/agent/defaults/main.yml mirrors
 # the defaults, a unit test keeps them in step) and the files the action plugin sends.
 AGENT_OPTIONS = dict(oom_score_adj=dict(type="int", default=-900), restart_sec=dict(type="int", default=2),
@@ -226,13 +229,19 @@ class AgentHost:
                 return f"\nthe agent says (journalctl -u {UNIT}): {answer['msg']}"
         return f"\nthe agent's last words (journalctl -u {UNIT}):\n" + "\n".join(lines[-4:]) if lines else ""
 
+    def unit_state(self):
+        """(enabled, active) of the agent's unit, as systemctl is-enabled and is-active would answer, in one
+        systemctl call: each systemctl costs a host under emulation half a second, a tenth of an apply."""
+        _rc, out = self._systemctl("show", UNIT, "--property=UnitFileState", "--property=ActiveState", check=False)
+        state = dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+        return state.get("UnitFileState") in ENABLED_STATES, state.get("ActiveState") in ACTIVE_STATES
+
     def plan(self, files):
         """What converging would change: the files that differ (by name), and the service and bpffs steps."""
         changed = [name for name, content in files.items() if _file_differs(*self.path(name), content)]
         stale = stale_paths(files, self.root)
         installed = os.path.exists(self.path(UNIT_NAME)[0])
-        enabled = installed and self._systemctl("is-enabled", UNIT, check=False)[0] == 0
-        active = installed and self._systemctl("is-active", UNIT, check=False)[0] == 0
+        enabled, active = self.unit_state() if installed else (False, False)
         return {
             "files": changed,
             "stale": stale,

@@ -17,7 +17,7 @@ tests/callback_plugins/remote_executions.py, it prints:
 Targets (issue 9): 1 execution per host with nothing to change (2 on the
 canary: its smoke test), at most 2 for a changed policy, at most 3 for a first
 install (the third only on a host without libbpf: the package, then the same
-call again); one host at most 2x an ansible ping.
+call again); one host at most 1.2x an ansible ping (issue 25; 2x in issue 9).
 """
 
 import argparse
@@ -111,7 +111,7 @@ def main() -> int:
         rollout_median, ping_median = statistics.median(playbook_times), statistics.median(ping_times)
         print(f"4. one host (db1), nothing to change, whole process, {args.repeat} rounds alternated: "
               f"rollout {rollout_median:.2f} s, ansible -m ping {ping_median:.2f} s (medians): "
-              f"ratio {rollout_median / ping_median:.2f} (target at most 2)")
+              f"ratio {rollout_median / ping_median:.2f} (target at most 1.2)")
         print(f"   rollout runs: {', '.join(f'{t:.2f}' for t in playbook_times)}; "
               f"ping runs: {', '.join(f'{t:.2f}' for t in ping_times)}")
     return 0

@@ -27,8 +27,9 @@ class FakeModule:
 
     def run_command(self, argv, environ_update=None):
         self.commands.append(argv[1:] if argv[0] == "/bin/systemctl" else argv)
-        if argv[1] in self.state:
-            return (0 if self.state[argv[1]] else 3), "", ""
+        if argv[1:3] == ["show", "bpfoom.service"]:
+            return 0, (f"UnitFileState={'enabled' if self.state['is-enabled'] else 'disabled'}\n"
+                       f"ActiveState={'active' if self.state['is-active'] else 'inactive'}\n"), ""
         return 0, "", ""
 
     @staticmethod
@@ -62,7 +63,7 @@ def _root_for_converge(tmp_path):
 
 
 def changed_systemctl(module):
-    return [command for command in module.commands if command[0] not in ("is-active", "is-enabled")]
+    return [command for command in module.commands if command[0] != "show"]
 
 
 def test_a_first_install_writes_every_file_and_starts_the_agent(root):
@@ -221,3 +222,20 @@ def test_a_result_keeps_the_names_of_the_payload_not_its_contents():
         "agent_files": {"bpfoomctl/cli.py": "(200 characters of base64, left out)"}}
     assert agent_host.without_payload({"rollback_from": "ab", "agent_files": None}) == {"rollback_from": "ab",
                                                                                         "agent_files": None}
+
+
+@pytest.mark.parametrize("shown, state", [
+    ("UnitFileState=enabled\nActiveState=active\n", (True, True)),
+    ("UnitFileState=disabled\nActiveState=activating\n", (False, False)),
+    ("UnitFileState=masked\nActiveState=failed\n", (False, False)),
+    ("UnitFileState=static\nActiveState=reloading\n", (True, True)),
+    ("", (False, False)),                                       # systemd does not know the unit
+])
+def test_the_units_state_is_read_in_one_systemctl_call(shown, state):
+    class Shown(FakeModule):
+        def run_command(self, argv, environ_update=None):
+            self.commands.append(argv[1:])
+            return 0, shown, ""
+    module = Shown()
+    assert agent_host.AgentHost(module).unit_state() == state
+    assert module.commands == [["show", "bpfoom.service", "--property=UnitFileState", "--property=ActiveState"]]
