@@ -1,6 +1,7 @@
 """Unit tests of the lab tools' logic (no qemu, no kernel: the lab tier covers those)."""
 
 import socket
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -192,3 +193,10 @@ def test_cached_artifact_with_a_wrong_sha256_is_dropped(tmp_path):
     (entry / "thing").write_bytes(b"evil")
     assert not common.cached_artifact_ok(entry, "thing")
     assert not entry.exists()
+
+
+def test_an_ssh_probe_that_hangs_is_a_host_not_ready_yet(monkeypatch):
+    def hangs(argv, **kwargs):
+        raise subprocess.TimeoutExpired(argv, kwargs["timeout"])
+    monkeypatch.setattr(fleet.subprocess, "run", hangs)
+    assert fleet.ssh_ready({"name": "h1", "port": 2222}) is False

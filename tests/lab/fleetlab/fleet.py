@@ -252,8 +252,13 @@ def _qemu_pid(host: dict):
 
 
 def ssh_ready(host: dict) -> bool:
-    return subprocess.run(ssh_command(host, "true", connect_timeout=3), capture_output=True,
-                          stdin=subprocess.DEVNULL, timeout=30, check=False).returncode == 0
+    """Whether the host answers SSH now. A probe that hangs (qemu's port forward accepted the connection, the
+    guest's sshd is still starting) is a host not ready yet, like a refused one: the boot's own timeout decides."""
+    try:
+        return subprocess.run(ssh_command(host, "true", connect_timeout=3), capture_output=True,
+                              stdin=subprocess.DEVNULL, timeout=30, check=False).returncode == 0
+    except subprocess.TimeoutExpired:
+        return False
 
 
 def _wait_for_ssh(hosts: list, timeout: int) -> None:
