@@ -198,5 +198,6 @@ def test_cached_artifact_with_a_wrong_sha256_is_dropped(tmp_path):
 def test_an_ssh_probe_that_hangs_is_a_host_not_ready_yet(monkeypatch):
     def hangs(argv, **kwargs):
         raise subprocess.TimeoutExpired(argv, kwargs["timeout"])
+    monkeypatch.setattr(fleet, "ssh_command", lambda host, *remote, connect_timeout=5: ["ssh", "-p", "2222", "true"])
     monkeypatch.setattr(fleet.subprocess, "run", hangs)
     assert fleet.ssh_ready({"name": "h1", "port": 2222}) is False
